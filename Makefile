@@ -1,0 +1,42 @@
+# The course's commands. Each target creates .venv and installs the course on first use.
+#   make course   execute every notebook headless (active profile) into build/
+#   make test     unit tests, then every notebook under nbval (smoke profile)
+#   make lab      open JupyterLab on notebooks/
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: course test unit notebooks lab lint clean bundle
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 is needed, this is " + sys.version' 
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[test]"
+	@touch $(STAMP)
+
+course: $(STAMP)
+	$(BIN)/python -m course_lib.run_course $(ARGS)
+
+test: unit notebooks
+
+unit: $(STAMP)
+	COURSE_PROFILE=smoke $(BIN)/python -m pytest tests -q --durations=10
+
+notebooks: $(STAMP)
+	COURSE_PROFILE=smoke COURSE_PROGRESS=text $(BIN)/python -m pytest --nbval-lax notebooks -q
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+lint: $(STAMP)
+	$(BIN)/ruff check course_lib tests notebooks
+
+# Instructors: after `make course` in the gpu profile, pack the checkpoints for learners.
+bundle:
+	tar -czf build/checkpoints-gpu.tar.gz -C data/checkpoints/gpu .
+	@echo "Learners unpack it into data/shipped/:  mkdir -p data/shipped && tar -xzf checkpoints-gpu.tar.gz -C data/shipped"
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,24 @@
+"""course_lib: the tested machinery behind the notebooks of the course
+"Text-to-image generation with CLIP".
+
+Notebooks teach; this package holds the training loops, models and samplers
+they call. One notebook <-> one module, named alike:
+
+=============  =========================================================
+module         what it holds
+=============  =========================================================
+profiles       smoke / cpu / gpu sizes, chosen by COURSE_PROFILE
+runtime        device, seeding, mixed precision, timers
+data           the generated world (shapes, colours, captions, splits);
+               ImageTextFolder for your own images
+training       the one training loop (progress, EMA, checkpoints, resume)
+checkpoints    safetensors + JSON card; load_or_train
+viz            image grids, comparisons, loss curves, live plots
+=============  =========================================================
+
+Submodules are imported on use (``from course_lib import data``) so that
+``import course_lib`` stays fast.
+"""
+__version__ = "0.1.0"
+
+__all__ = ["profiles", "runtime", "data", "training", "checkpoints", "viz", "paths"]

@@ -1,0 +1,410 @@
+"""Checkpoints: safetensors weights plus a JSON card, written atomically.
+
+A checkpoint is ONE ``.safetensors`` file. Its header carries the *card*, a
+small JSON document (model config, profile, metrics, library versions, date),
+so weights and card can never drift apart. A human-readable copy of the card
+is written beside it as ``<name>.json``.
+
+Why safetensors and not ``torch.save``: a ``.pt`` file is a pickle, and
+unpickling a file runs code from whoever wrote it. The course never unpickles
+anything, so a checkpoint handed round a workshop room is safe to open.
+
+Writes are atomic: the file is written to ``<name>.safetensors.tmp`` and then
+renamed over the old one (``os.replace``), so a run killed mid-save leaves the
+previous checkpoint intact.
+
+:func:`load_or_train` is the pattern the notebooks use (after the UvA deep
+learning notebooks): load a matching checkpoint when there is one, otherwise
+train and save. Where it looks, in order:
+
+1. ``data/checkpoints/<profile>/<name>.safetensors`` -- trained on this machine;
+2. ``data/shipped/<name>.safetensors`` -- trained once by an instructor (usually in
+   the gpu profile) and handed to learners; used when the profile allows it
+   (``Profile.use_shipped_checkpoints``). Its config may differ from the local
+   profile's (a bigger model): the model is then built from the card's config.
+
+Explained in notebook 00, section "Checkpoints: train once, load everywhere".
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import paths
+
+__all__ = ["CheckpointError", "CheckpointMismatchError", "save_checkpoint", "load_checkpoint",
+           "read_card", "save_model", "load_model", "load_or_train", "checkpoint_path",
+           "find_checkpoint", "flatten_state", "unflatten_state", "library_versions",
+           "config_diff"]
+
+SUFFIX = ".safetensors"
+CARD_KEY = "course_card"   # the key of the card inside the safetensors header
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, corrupt or not a course checkpoint."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint does not fit the model or config it is being loaded into."""
+
+
+# ----------------------------------------------------------------------------- low level
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a checkpoint depends on (stored in its card)."""
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for module in ("open_clip", "diffusers", "accelerate", "safetensors", "numpy"):
+        try:
+            mod = __import__(module)
+            versions[module] = getattr(mod, "__version__", "?")
+        except ImportError:
+            pass
+    return versions
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` then rename ``tmp`` to ``path`` in one step."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:      # make sure the bytes are on disk before the rename
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(path: str | Path, tensors: Mapping[str, torch.Tensor], card: Mapping[str, Any]) -> Path:
+    """Write tensors and a JSON card to ``path`` atomically.
+
+    Args:
+        path: the ``.safetensors`` file to write (its folder is created).
+        tensors: name -> tensor. Tensors are copied to CPU and made contiguous;
+            tensors that share memory are cloned (safetensors refuses shared storage).
+        card: JSON-serialisable metadata. ``date`` and ``versions`` are added.
+
+    Returns the path. A ``<stem>.json`` copy of the card is written beside it.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    card = dict(card)
+    card.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    card.setdefault("versions", library_versions())
+    try:
+        card_json = json.dumps(card, sort_keys=True, default=_json_default)
+    except TypeError as e:
+        raise TypeError(f"The checkpoint card for {path.name} is not JSON-serialisable: {e}") from e
+    seen: set[int] = set()
+    clean: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"save_checkpoint: {name!r} is a {type(tensor).__name__}, not a tensor")
+        t = tensor.detach().to("cpu").contiguous()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else -1
+        if ptr in seen:
+            t = t.clone()
+        seen.add(ptr)
+        clean[name] = t
+    _atomic_write(path, lambda tmp: save_file(clean, str(tmp), metadata={CARD_KEY: card_json}))
+    _atomic_write(path.with_suffix(".json"),
+                  lambda tmp: tmp.write_text(json.dumps(card, indent=2, sort_keys=True,
+                                                        default=_json_default) + "\n"))
+    return path
+
+
+def _json_default(obj):
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    if hasattr(obj, "item"):           # numpy scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+def _open_error(path: Path, err: Exception) -> CheckpointError:
+    size = path.stat().st_size if path.exists() else 0
+    return CheckpointError(
+        f"Checkpoint {path} ({size} bytes) cannot be read: it is truncated, corrupt or not a "
+        f"safetensors file ({type(err).__name__}: {err}). Fix: delete it and train again, or copy "
+        "the file again from its source (an interrupted copy or download leaves a truncated file).")
+
+
+def read_card(path: str | Path) -> dict:
+    """The JSON card of a checkpoint, read from its header (no tensors loaded)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"No checkpoint at {path}.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error type for bad headers
+        raise _open_error(path, e) from e
+    if CARD_KEY not in meta:
+        raise CheckpointError(f"{path} is a safetensors file but not a course checkpoint (no card in "
+                              "its header). Load it with safetensors.torch.load_file instead.")
+    try:
+        return json.loads(meta[CARD_KEY])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"The card inside {path} is not valid JSON ({e}). Train again.") from e
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """Read ``(tensors, card)`` from a checkpoint. Never unpickles anything.
+
+    Raises:
+        CheckpointError: missing, truncated or corrupt file, with the fix in the message.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    card = read_card(path)
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except Exception as e:
+        raise _open_error(path, e) from e
+    return tensors, card
+
+
+# ----------------------------------------------------------------------------- nested state
+
+
+def flatten_state(state: Any, prefix: str) -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested state (e.g. ``optimizer.state_dict()``) into tensors and JSON.
+
+    Tensors go into a flat dict under dotted keys starting with ``prefix``; the
+    rest stays as a JSON-able tree where each tensor is replaced by
+    ``{"__tensor__": key}``. :func:`unflatten_state` reverses it. This is how the
+    course stores optimizer and RNG state in safetensors without pickle.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(obj, key):
+        if isinstance(obj, torch.Tensor):
+            tensors[key] = obj
+            return {"__tensor__": key}
+        if isinstance(obj, Mapping):
+            # JSON keys are strings: remember int keys (optimizer state uses them)
+            return {"__dict__": [[k, walk(v, f"{key}.{k}")] for k, v in obj.items()]}
+        if isinstance(obj, (list, tuple)):
+            return {"__list__": [walk(v, f"{key}.{i}") for i, v in enumerate(obj)],
+                    "tuple": isinstance(obj, tuple)}
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            return obj
+        raise TypeError(f"flatten_state: cannot store {type(obj).__name__} at {key}")
+
+    return tensors, walk(state, prefix)
+
+
+def unflatten_state(tree: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`flatten_state`."""
+    if isinstance(tree, dict):
+        if "__tensor__" in tree:
+            return tensors[tree["__tensor__"]]
+        if "__dict__" in tree:
+            return {k: unflatten_state(v, tensors) for k, v in tree["__dict__"]}
+        if "__list__" in tree:
+            items = [unflatten_state(v, tensors) for v in tree["__list__"]]
+            return tuple(items) if tree.get("tuple") else items
+    return tree
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def config_diff(expected: Mapping, found: Mapping) -> list[str]:
+    """Human-readable differences between two configs (``[]`` when equal)."""
+    lines = []
+    for key in sorted(set(expected) | set(found), key=str):
+        a, b = expected.get(key, "<missing>"), found.get(key, "<missing>")
+        if _jsonable(a) != _jsonable(b):
+            lines.append(f"{key}: checkpoint has {b!r}, this model wants {a!r}")
+    return lines
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, sort_keys=True, default=_json_default))
+
+
+def save_model(path: str | Path, model: nn.Module, *, config: Mapping | None = None,
+               profile: Any = None, metrics: Mapping | None = None, **card_extra) -> Path:
+    """Save a module's weights (``state_dict``) with a card.
+
+    Args:
+        model: the module; buffers are saved too.
+        config: the arguments that rebuild the model (stored and checked on load).
+        profile: the :class:`~course_lib.profiles.Profile` (or its name) it was trained in.
+        metrics: measured numbers worth keeping (loss, accuracy, minutes of training).
+    """
+    card = {"kind": "model", "model_class": type(model).__name__, "config": dict(config or {}),
+            "metrics": dict(metrics or {}), **card_extra}
+    if profile is not None:
+        card["profile"] = getattr(profile, "name", profile)
+    return save_checkpoint(path, model.state_dict(), card)
+
+
+def load_model(path: str | Path, model: nn.Module, *, config: Mapping | None = None,
+               device: str | torch.device | None = None) -> dict:
+    """Load weights saved by :func:`save_model` into ``model``; returns the card.
+
+    Raises:
+        CheckpointMismatchError: the stored config differs from ``config``, or the
+            weights do not fit the model (names and shapes are listed).
+        CheckpointError: the file is missing, truncated or corrupt.
+    """
+    path = Path(path)
+    card = read_card(path)
+    if config is not None:
+        diff = config_diff(dict(config), card.get("config", {}))
+        if diff:
+            raise CheckpointMismatchError(
+                f"Checkpoint {path} was trained with a different config:\n  " + "\n  ".join(diff)
+                + "\nFix: build the model from the checkpoint's config (read_card(path)['config']), "
+                  "retrain (load_or_train(..., retrain=True)), or delete the file.")
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    tensors, _ = load_checkpoint(path, device=device)
+    _load_state_strict(model, tensors, path)
+    return card
+
+
+def _load_state_strict(model: nn.Module, tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in tensors and tensors[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        def head(items):
+            return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing from the checkpoint: {head(missing)}")
+        if unexpected:
+            parts.append(f"not in the model: {head(unexpected)}")
+        if shapes:
+            parts.append(f"different shapes: {head(shapes)}")
+        raise CheckpointMismatchError(
+            f"Checkpoint {path} does not fit {type(model).__name__}:\n  " + "\n  ".join(parts)
+            + "\nFix: build the model with the config stored in the checkpoint's card, or retrain.")
+    model.load_state_dict(dict(tensors), strict=True)
+
+
+# ----------------------------------------------------------------------------- load or train
+
+
+def checkpoint_path(name: str, profile: Any = None, directory: str | Path | None = None) -> Path:
+    """Where a checkpoint called ``name`` lives for a profile:
+    ``data/checkpoints/<profile>/<name>.safetensors`` (or ``directory/<name>.safetensors``)."""
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ValueError(f"Checkpoint name {name!r}: use a plain name such as 'clip' (no slashes).")
+    if directory is None:
+        from .profiles import get_profile
+        profile_name = getattr(profile, "name", profile) or get_profile().name
+        directory = paths.CHECKPOINT_DIR / profile_name
+    return Path(directory) / f"{name}{SUFFIX}"
+
+
+def find_checkpoint(name: str, profile: Any = None) -> Path | None:
+    """The checkpoint :func:`load_or_train` would load, or None (see module docstring)."""
+    from .profiles import get_profile
+    profile = profile if profile is not None and not isinstance(profile, str) else get_profile(profile)
+    local = checkpoint_path(name, profile)
+    if local.exists():
+        return local
+    shipped = paths.SHIPPED_DIR / f"{name}{SUFFIX}"
+    if profile.use_shipped_checkpoints and shipped.exists():
+        return shipped
+    return None
+
+
+def load_or_train(name: str, *, config: Mapping, build: Callable[[dict], nn.Module],
+                  train: Callable[[nn.Module, Path], Mapping | None], profile: Any = None,
+                  retrain: bool = False, device: str | torch.device | None = None,
+                  verbose: bool = True) -> tuple[nn.Module, dict]:
+    """Load a trained model when a matching checkpoint exists, else train and save it.
+
+    Args:
+        name: checkpoint name, e.g. ``"clip"``.
+        config: JSON-able dict that rebuilds the model; stored in the card and compared on load.
+        build: ``build(config) -> nn.Module`` makes an untrained model.
+        train: ``train(model, resume_path) -> metrics`` trains it in place. ``resume_path``
+            is where the training loop keeps its resumable state
+            (``<name>.resume.safetensors``), so an interrupted run continues.
+        profile: the profile (default: the active one).
+        retrain: train even if a checkpoint exists (it is replaced when training ends).
+        device: where the returned model lives (default: course_lib.runtime.get_device()).
+
+    Returns:
+        ``(model, card)``; ``card["source"]`` says "loaded", "shipped" or "trained".
+
+    Raises:
+        CheckpointMismatchError: a local checkpoint exists but its config differs
+            (so an instructor's checkpoint is never overwritten by accident).
+    """
+    from .profiles import get_profile
+    from .runtime import get_device
+
+    profile = profile if profile is not None and not isinstance(profile, str) else get_profile(profile)
+    device = torch.device(device) if device is not None else get_device()
+    config = _jsonable(dict(config))
+    local = checkpoint_path(name, profile)
+    found = None if retrain else find_checkpoint(name, profile)
+    if found is not None:
+        card = read_card(found)
+        shipped = found != local
+        use_config = card.get("config", {}) if shipped else config
+        if not shipped and config_diff(config, card.get("config", {})):
+            diff = config_diff(config, card.get("config", {}))
+            raise CheckpointMismatchError(
+                f"Checkpoint {found} exists but was trained with a different config:\n  "
+                + "\n  ".join(diff) + "\nFix: pass retrain=True to replace it, use another name, "
+                "or delete the file.")
+        model = build(dict(use_config)).to(device)
+        card = load_model(found, model, config=use_config)
+        card["source"] = "shipped" if shipped else "loaded"
+        if verbose:
+            minutes = card.get("metrics", {}).get("train_minutes")
+            took = f", trained {minutes:.1f} min" if isinstance(minutes, (int, float)) else ""
+            print(f"Loaded checkpoint '{name}' from {_short(found)} "
+                  f"(profile {card.get('profile', '?')}{took}, {card.get('date', '?')[:10]}).")
+        model.eval()
+        return model, card
+    model = build(dict(config)).to(device)
+    resume = local.with_name(f"{name}.resume{SUFFIX}")
+    if verbose:
+        print(f"No checkpoint '{name}' for profile {profile.name}: training "
+              f"(it will be saved to {_short(local)}).")
+    metrics = train(model, resume) or {}
+    save_model(local, model, config=config, profile=profile, metrics=metrics)
+    if resume.exists():   # training finished: its resumable state is no longer needed
+        resume.unlink()
+        resume.with_suffix(".json").unlink(missing_ok=True)
+    card = read_card(local)
+    card["source"] = "trained"
+    model.eval()
+    return model, card
+
+
+def _short(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(paths.REPO_ROOT))
+    except ValueError:
+        return str(path)

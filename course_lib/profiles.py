@@ -1,0 +1,188 @@
+"""Profiles: every size a notebook needs, chosen by one switch.
+
+Three profiles exist:
+
+* ``smoke`` -- CI: a few seconds per model, results only "clearly above chance".
+* ``cpu``   -- a 2-core laptop: minutes per notebook, results recognisable.
+* ``gpu``   -- one GPU (a workshop): good quality, minutes per notebook.
+
+The switch is the environment variable ``COURSE_PROFILE``. Without it the
+profile is detected: ``CI`` set -> smoke, CUDA available -> gpu, else cpu.
+Notebooks call :func:`get_profile` and read sizes from it; they never
+hard-code a size, so one notebook serves CI, a laptop and a workshop.
+
+Each method module (clip, metrics, gan, ...) owns one section here, a small
+frozen dataclass, so that a learner reads every size of one profile in one
+place (``print(get_profile().describe())``).
+
+Explained in notebook 00, section "Profiles".
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+__all__ = ["Profile", "DataSizes", "ClipSizes", "JudgeSizes", "PROFILES",
+           "PROFILE_NAMES", "get_profile", "detect_profile_name", "UnknownProfileError"]
+
+
+class UnknownProfileError(ValueError):
+    """Raised for a profile name that is not one of smoke, cpu, gpu."""
+
+
+@dataclass(frozen=True)
+class DataSizes:
+    """The generated world: how big and how many (course_lib.data)."""
+    image_size: int = 32
+    n_train: int = 50_000
+    n_val: int = 2_000
+    n_test: int = 2_000
+    n_heldout: int = 1_000         # images of the held-out attribute combinations only
+    two_object_fraction: float = 0.0  # share of scenes with a second object and a relation
+    batch_size: int = 128
+    num_workers: int = 0           # DataLoader workers; 0 is safe on Windows/macOS notebooks
+
+
+@dataclass(frozen=True)
+class ClipSizes:
+    """The course's small CLIP (course_lib.clip, notebook 01)."""
+    embed_dim: int = 128
+    vision_width: int = 256
+    vision_layers: int = 4
+    vision_heads: int = 4
+    patch_size: int = 8
+    text_width: int = 256
+    text_layers: int = 4
+    text_heads: int = 4
+    context_length: int = 32       # tokens; captions of the world are < 20 tokens
+    steps: int = 750
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    max_minutes: float = 5.0       # time budget: training stops here even if steps remain
+
+
+@dataclass(frozen=True)
+class JudgeSizes:
+    """The attribute classifier that grades generated images (course_lib.metrics)."""
+    width: int = 32
+    n_train: int = 30_000
+    steps: int = 1_500
+    batch_size: int = 128
+    lr: float = 2e-3
+    max_minutes: float = 3.0
+    n_eval: int = 2_000            # images per side for Fréchet distance and alignment
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every size one profile gives the course. Read-only: use :meth:`replace`."""
+    name: str
+    description: str
+    data: DataSizes = field(default_factory=DataSizes)
+    clip: ClipSizes = field(default_factory=ClipSizes)
+    judge: JudgeSizes = field(default_factory=JudgeSizes)
+    seed: int = 0
+    #: Use checkpoints from data/shipped/ (trained once on a GPU) instead of training.
+    use_shipped_checkpoints: bool = True
+    #: Seconds between redraws of the live loss plot (notebooks only).
+    plot_every_s: float = 5.0
+
+    def replace(self, **changes) -> "Profile":
+        """A copy with some fields changed, e.g. ``p.replace(seed=1)``.
+
+        A section can be changed with a dict: ``p.replace(clip={"steps": 10})``.
+        """
+        for key, value in list(changes.items()):
+            current = getattr(self, key, None)
+            if dataclasses.is_dataclass(current) and isinstance(value, dict):
+                changes[key] = dataclasses.replace(current, **value)
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        """Plain-JSON form, stored in every checkpoint card."""
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        """A readable table of every size in this profile."""
+        lines = [f"profile {self.name!r}: {self.description}"]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                inner = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(value).items())
+                lines.append(f"  {f.name:6s} {inner}")
+        return "\n".join(lines)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        description="CI: seconds per model, results only clearly above chance",
+        data=DataSizes(image_size=32, n_train=4_000, n_val=500, n_test=500, n_heldout=300,
+                       batch_size=64),
+        clip=ClipSizes(embed_dim=64, vision_width=64, vision_layers=2, vision_heads=2,
+                       patch_size=8, text_width=64, text_layers=2, text_heads=2,
+                       steps=60, batch_size=64, warmup_steps=10, max_minutes=1.0),
+        judge=JudgeSizes(width=16, n_train=4_000, steps=150, batch_size=64, max_minutes=1.0,
+                         n_eval=500),
+        use_shipped_checkpoints=False,
+        plot_every_s=30.0,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        description="a 2-core laptop: minutes per notebook, results recognisable",
+    ),
+    "gpu": Profile(
+        name="gpu",
+        description="one GPU: good quality, minutes per notebook",
+        data=DataSizes(image_size=64, n_train=100_000, n_val=5_000, n_test=5_000,
+                       n_heldout=2_000, batch_size=256, num_workers=0),
+        clip=ClipSizes(embed_dim=256, vision_width=384, vision_layers=6, vision_heads=6,
+                       patch_size=8, text_width=384, text_layers=6, text_heads=6,
+                       steps=4_000, batch_size=256, lr=5e-4, warmup_steps=200,
+                       max_minutes=10.0),
+        judge=JudgeSizes(width=48, n_train=60_000, steps=3_000, batch_size=256,
+                         max_minutes=5.0, n_eval=5_000),
+        use_shipped_checkpoints=False,
+        plot_every_s=5.0,
+    ),
+}
+PROFILE_NAMES = tuple(PROFILES)
+
+
+def detect_profile_name() -> str:
+    """The profile to use when ``COURSE_PROFILE`` is not set.
+
+    ``CI`` set (any value but "" / "0" / "false") -> smoke; CUDA -> gpu; else cpu.
+    """
+    ci = os.environ.get("CI", "").strip().lower()
+    if ci not in ("", "0", "false", "no"):
+        return "smoke"
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return "gpu"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return "cpu"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The active profile.
+
+    Args:
+        name: ``"smoke"``, ``"cpu"`` or ``"gpu"``. ``None`` reads ``COURSE_PROFILE``
+            and falls back to :func:`detect_profile_name`.
+
+    Raises:
+        UnknownProfileError: for any other name, listing the valid ones.
+    """
+    if name is None:
+        name = os.environ.get("COURSE_PROFILE", "").strip() or detect_profile_name()
+    key = name.strip().lower()
+    if key not in PROFILES:
+        raise UnknownProfileError(
+            f"Unknown course profile {name!r}. Valid profiles: {', '.join(PROFILE_NAMES)}. "
+            "Set one with e.g. `export COURSE_PROFILE=cpu` (or unset COURSE_PROFILE to detect it).")
+    return PROFILES[key]

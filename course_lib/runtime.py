@@ -1,0 +1,171 @@
+"""Runtime: which device, repeatable seeds, mixed precision, timers.
+
+Device placement and mixed precision during training go through Hugging Face
+``accelerate`` (see :func:`get_accelerator`), so that the same training code
+runs on a CPU, one GPU, Apple MPS, or several GPUs under ``accelerate launch``.
+This module only decides *what* to ask accelerate for.
+
+Explained in notebook 00, section "Profiles and devices".
+"""
+from __future__ import annotations
+
+import os
+import platform
+import random
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+__all__ = ["get_device", "seed_everything", "mixed_precision_for", "get_accelerator",
+           "Timer", "timed", "default_num_workers", "describe_runtime"]
+
+
+def get_device(preferred: str | None = None) -> torch.device:
+    """The best device here: CUDA, else Apple MPS, else CPU.
+
+    ``COURSE_DEVICE`` (e.g. ``cpu``) or ``preferred`` overrides the choice.
+    Asking for a device that is not available is a clear error.
+    """
+    want = (preferred or os.environ.get("COURSE_DEVICE", "")).strip().lower()
+    if want:
+        if want.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"Device {want!r} was asked for but CUDA is not available here. "
+                               "Unset COURSE_DEVICE or use 'cpu'.")
+        if want == "mps" and not _mps_available():
+            raise RuntimeError("Device 'mps' was asked for but Apple MPS is not available here. "
+                               "Unset COURSE_DEVICE or use 'cpu'.")
+        return torch.device(want)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def seed_everything(seed: int = 0, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (all devices).
+
+    On a CPU this makes a run repeatable: the same seed gives the same numbers.
+    ``deterministic=True`` also asks torch for deterministic kernels (slower on GPU).
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def mixed_precision_for(device: torch.device | str) -> str:
+    """The mixed-precision mode accelerate should use on ``device``.
+
+    ``"bf16"`` on a CUDA GPU that supports it, ``"fp16"`` on an older CUDA GPU,
+    ``"no"`` on CPU and MPS (where it rarely speeds small models up).
+    ``COURSE_MIXED_PRECISION`` overrides it (no / fp16 / bf16).
+    """
+    override = os.environ.get("COURSE_MIXED_PRECISION", "").strip().lower()
+    if override:
+        if override not in ("no", "fp16", "bf16"):
+            raise ValueError(f"COURSE_MIXED_PRECISION={override!r}: use one of no, fp16, bf16.")
+        return override
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+_ACCELERATOR = None
+
+
+def get_accelerator(device: torch.device | str | None = None):
+    """One ``accelerate.Accelerator`` per process, made on first use.
+
+    accelerate keeps its settings in a process-wide state that cannot change once
+    made, so the course creates it once here and every training run shares it.
+    Under ``accelerate launch`` / ``torchrun`` it picks up the launcher's
+    settings and several GPUs work with no change to the notebooks.
+    """
+    global _ACCELERATOR
+    if _ACCELERATOR is None:
+        from accelerate import Accelerator
+        device = get_device() if device is None else torch.device(device)
+        _ACCELERATOR = Accelerator(mixed_precision=mixed_precision_for(device),
+                                   cpu=device.type == "cpu")
+    return _ACCELERATOR
+
+
+def default_num_workers(requested: int | None = None) -> int:
+    """DataLoader workers that work here.
+
+    Worker processes need the dataset to be picklable and a ``__main__`` guard;
+    in notebooks on Windows and macOS (spawn start method) they often fail, so
+    the course uses 0 there whatever is asked.
+    """
+    n = 0 if requested is None else int(requested)
+    if platform.system() in ("Windows", "Darwin"):
+        return 0
+    return max(0, min(n, os.cpu_count() or 1))
+
+
+class Timer:
+    """Wall-clock timer, usable as a context manager.
+
+    >>> with Timer() as t:
+    ...     pass
+    >>> t.seconds >= 0
+    True
+
+    On CUDA, pass ``sync=True`` to wait for queued GPU work before reading the clock.
+    """
+
+    def __init__(self, sync: bool = False):
+        self.sync = sync
+        self.start: float | None = None
+        self.seconds: float = 0.0
+
+    def _now(self) -> float:
+        if self.sync and torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def __enter__(self) -> "Timer":
+        self.start = self._now()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = self._now() - self.start
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since start (while running) or the measured duration (after)."""
+        if self.start is None:
+            return 0.0
+        return self._now() - self.start if self.seconds == 0.0 else self.seconds
+
+    def __repr__(self) -> str:
+        return f"Timer({self.elapsed:.2f} s)"
+
+
+@contextmanager
+def timed(label: str):
+    """Print how long a block took: ``with timed("render 50k images"): ...``."""
+    t = Timer()
+    with t:
+        yield t
+    print(f"{label}: {t.seconds:.1f} s")
+
+
+def describe_runtime() -> str:
+    """One line: torch version, device, threads, mixed precision."""
+    device = get_device()
+    extra = ""
+    if device.type == "cuda":
+        extra = f" ({torch.cuda.get_device_name(0)})"
+    return (f"torch {torch.__version__} | device {device.type}{extra} | "
+            f"{torch.get_num_threads()} CPU threads | mixed precision {mixed_precision_for(device)}")

@@ -1,0 +1,399 @@
+"""The one training loop every method of the course trains through.
+
+A *method* (CLIP, a GAN, a VAE, a diffusion model) says what one training step
+is; :func:`fit` does everything around it, the same way for all of them:
+
+* device placement and mixed precision through Hugging Face ``accelerate``, so the
+  same code runs on a CPU, Apple MPS, one GPU, or several GPUs under
+  ``accelerate launch`` / ``torchrun``;
+* a progress bar (``tqdm.auto``) and, in a notebook, a live loss plot;
+* an exponential moving average (EMA) of weights where the method asks for one,
+  with ``diffusers.training_utils.EMAModel``;
+* a budget of steps and of wall-clock seconds (both come from the profile);
+* periodic checkpoints of everything needed to resume (weights, optimizer state,
+  EMA, step, loss history, RNG), written atomically with safetensors; an
+  interrupted run (Ctrl-C, the stop button, a killed kernel) continues where
+  the last checkpoint left it when ``fit`` is called again with the same path;
+* a divergence guard: a NaN or infinite loss stops training with a message that
+  says what happened and where the last good checkpoint is; that checkpoint is
+  never overwritten by a diverged state.
+
+A method looks like this (a one-optimizer example; a GAN calls
+``ctx.optimize`` twice per step, once for each player)::
+
+    class Regression(Method):
+        def __init__(self, model):
+            self.models = {"net": model}
+            self.optimizers = {"net": torch.optim.Adam(model.parameters(), 1e-3)}
+
+        def training_step(self, batch, ctx):
+            x, y = batch
+            loss = F.mse_loss(self.models["net"](x), y)
+            ctx.optimize("net", loss)
+            return {"loss": loss}
+
+Always reach the models through ``self.models[...]`` inside ``training_step``:
+during :func:`fit` they are the accelerate-prepared versions.
+
+Explained in notebook 00 ("The training loop") and used by every later notebook.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoints
+from .runtime import get_accelerator, seed_everything
+
+__all__ = ["Method", "StepContext", "History", "TrainingDiverged", "fit", "load_resume_state"]
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+class Method:
+    """Base class for what a model family gives the training loop.
+
+    Attributes a subclass sets in ``__init__``:
+        models: name -> ``nn.Module`` (everything that is trained or checkpointed).
+        optimizers: name -> optimizer (``ctx.optimize(name, loss)`` steps it).
+        schedulers: name -> learning-rate scheduler, stepped after its optimizer (optional).
+        ema_decay: model name -> EMA decay, e.g. ``{"unet": 0.999}`` (optional).
+    """
+    models: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, Any] = {}
+    ema_decay: dict[str, float] = {}
+
+    def training_step(self, batch: Any, ctx: StepContext) -> Mapping[str, torch.Tensor | float]:
+        """One step: compute losses, call ``ctx.optimize`` and return the losses to log."""
+        raise NotImplementedError
+
+
+@dataclass
+class StepContext:
+    """What a training step may use: the step number, the device, and ``optimize``."""
+    step: int
+    accelerator: Any
+    method: Method
+    max_grad_norm: float | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def optimize(self, name: str, loss: torch.Tensor, *, max_grad_norm: float | None = None,
+                 retain_graph: bool = False) -> None:
+        """Zero the gradients of optimizer ``name``, back-propagate ``loss``,
+        clip gradients (if asked), step the optimizer and its scheduler."""
+        try:
+            opt = self.method.optimizers[name]
+        except KeyError:
+            raise KeyError(f"optimize({name!r}): the method has optimizers "
+                           f"{sorted(self.method.optimizers)}") from None
+        opt.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss, retain_graph=retain_graph)
+        norm = max_grad_norm if max_grad_norm is not None else self.max_grad_norm
+        if norm is not None:
+            params = [p for group in opt.param_groups for p in group["params"]]
+            self.accelerator.clip_grad_norm_(params, norm)
+        opt.step()
+        scheduler = self.method.schedulers.get(name)
+        if scheduler is not None:
+            scheduler.step()
+
+
+@dataclass
+class History:
+    """Losses per step, and how the run ended.
+
+    ``losses[name]`` is a list of ``(step, value)`` pairs.
+    ``stopped_by`` is ``"steps"`` (all steps done), ``"time"`` (time budget spent),
+    or ``"already done"`` (resumed a finished run).
+    """
+    losses: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    step: int = 0
+    seconds: float = 0.0
+    stopped_by: str = ""
+    resumed_from: int | None = None
+
+    def log(self, step: int, values: Mapping[str, float]) -> None:
+        for name, value in values.items():
+            self.losses.setdefault(name, []).append((step, float(value)))
+
+    def last(self, name: str, n: int = 1) -> float:
+        """Mean of the last ``n`` logged values of ``name``."""
+        values = [v for _, v in self.losses[name][-n:]]
+        return sum(values) / len(values)
+
+    def as_dict(self) -> dict:
+        return {"losses": {k: [list(p) for p in v] for k, v in self.losses.items()},
+                "step": self.step, "seconds": self.seconds, "stopped_by": self.stopped_by,
+                "resumed_from": self.resumed_from}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> History:
+        return cls(losses={k: [(int(s), float(v)) for s, v in pts] for k, pts in d["losses"].items()},
+                   step=int(d["step"]), seconds=float(d["seconds"]),
+                   stopped_by=d.get("stopped_by", ""), resumed_from=d.get("resumed_from"))
+
+
+# ----------------------------------------------------------------------------- resume state
+
+
+def _unwrap(accelerator, model: nn.Module) -> nn.Module:
+    return accelerator.unwrap_model(model) if accelerator is not None else model
+
+
+def _save_resume(path: Path, method: Method, emas: dict, history: History, accelerator,
+                 extra_card: Mapping | None = None) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    card: dict[str, Any] = {"kind": "resume", "step": history.step, "history": history.as_dict(),
+                            "models": sorted(method.models), **(extra_card or {})}
+    for name, model in method.models.items():
+        for key, value in _unwrap(accelerator, model).state_dict().items():
+            tensors[f"model.{name}.{key}"] = value
+    optim_trees = {}
+    for name, opt in method.optimizers.items():
+        t, tree = checkpoints.flatten_state(opt.state_dict(), f"optim.{name}")
+        tensors.update(t)
+        optim_trees[name] = tree
+    card["optimizers"] = optim_trees
+    sched_trees = {}
+    for name, sched in method.schedulers.items():
+        t, tree = checkpoints.flatten_state(sched.state_dict(), f"sched.{name}")
+        tensors.update(t)
+        sched_trees[name] = tree
+    card["schedulers"] = sched_trees
+    for name, ema in emas.items():
+        for i, p in enumerate(ema.shadow_params):
+            tensors[f"ema.{name}.{i}"] = p
+    card["ema_steps"] = {name: int(ema.optimization_step) for name, ema in emas.items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    checkpoints.save_checkpoint(path, tensors, card)
+
+
+def load_resume_state(path: str | Path, method: Method, emas: dict | None = None,
+                      accelerator=None) -> History:
+    """Restore a method (and its EMAs) from a resume checkpoint written by :func:`fit`.
+
+    Raises:
+        CheckpointMismatchError: the checkpoint was written for other models.
+    """
+    path = Path(path)
+    tensors, card = checkpoints.load_checkpoint(path)
+    if card.get("kind") != "resume":
+        raise checkpoints.CheckpointError(f"{path} is not a training (resume) checkpoint.")
+    if sorted(card.get("models", [])) != sorted(method.models):
+        raise checkpoints.CheckpointMismatchError(
+            f"Resume checkpoint {path} holds models {card.get('models')}, but this method has "
+            f"{sorted(method.models)}. Fix: delete {path} (or pass resume=False) to start afresh.")
+    for name, model in method.models.items():
+        prefix = f"model.{name}."
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        checkpoints._load_state_strict(_unwrap(accelerator, model), state, path)
+    for name, opt in method.optimizers.items():
+        tree = card.get("optimizers", {}).get(name)
+        if tree is None:
+            raise checkpoints.CheckpointMismatchError(f"{path} has no state for optimizer {name!r}.")
+        try:
+            opt.load_state_dict(checkpoints.unflatten_state(tree, tensors))
+        except (ValueError, KeyError) as e:
+            raise checkpoints.CheckpointMismatchError(
+                f"Optimizer {name!r} does not match the one saved in {path} ({e}). "
+                f"Fix: delete {path} to start afresh.") from e
+    for name, sched in method.schedulers.items():
+        tree = card.get("schedulers", {}).get(name)
+        if tree is not None:
+            sched.load_state_dict(checkpoints.unflatten_state(tree, tensors))
+    for name, ema in (emas or {}).items():
+        shadow = [tensors[f"ema.{name}.{i}"] for i in range(len(ema.shadow_params))
+                  if f"ema.{name}.{i}" in tensors]
+        if len(shadow) != len(ema.shadow_params):
+            raise checkpoints.CheckpointMismatchError(f"{path} has no complete EMA for {name!r}.")
+        for p, s in zip(ema.shadow_params, shadow):
+            p.data.copy_(s.to(p.device))
+        ema.optimization_step = card.get("ema_steps", {}).get(name, 0)
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"].to(torch.uint8))
+    return History.from_dict(card["history"])
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _to_device(batch, device):
+    from accelerate.utils import send_to_device
+    return send_to_device(batch, device)
+
+
+def _cycle(data: Iterable):
+    """Yield batches forever, starting a new epoch (a fresh shuffle) when one ends."""
+    while True:
+        empty = True
+        for batch in data:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("The training data yielded no batch. Is the dataset smaller than "
+                             "the batch size with drop_last=True?")
+
+
+def _progress(total: int, initial: int, desc: str):
+    mode = os.environ.get("COURSE_PROGRESS", "auto").lower()
+    if mode == "none":
+        return None
+    if mode == "text":
+        from tqdm import tqdm
+        return tqdm(total=total, initial=initial, desc=desc, mininterval=10.0, ascii=True)
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, desc=desc)
+
+
+def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None = None,
+        resume_path: str | Path | None = None, resume: bool = True,
+        checkpoint_every_s: float = 120.0, checkpoint_every: int | None = None,
+        log_every: int = 10, max_grad_norm: float | None = None, copy_ema: bool = True,
+        plot: bool | float = True, desc: str = "training", seed: int = 0,
+        card: Mapping | None = None) -> History:
+    """Train ``method`` on ``data`` for ``steps`` steps (or ``max_seconds``, whichever first).
+
+    Args:
+        method: a :class:`Method` (models, optimizers, ``training_step``).
+        data: an iterable of batches, e.g. a ``DataLoader``; it is cycled.
+        steps: total optimisation steps (counted across resumes).
+        max_seconds: wall-clock budget (counted across resumes); ``None`` for none.
+        resume_path: where resumable state is saved; ``None`` disables checkpoints.
+        resume: continue from ``resume_path`` if it exists (otherwise start afresh).
+        checkpoint_every_s / checkpoint_every: save every this many seconds / steps.
+        log_every: record losses every this many steps (the last step is always logged).
+        max_grad_norm: clip gradients to this norm in every ``ctx.optimize``.
+        copy_ema: at the end, copy EMA weights into the models (what you then sample from).
+        plot: draw a live loss plot in a notebook (``True``, or seconds between redraws).
+        desc: progress-bar label. seed: seeds torch/NumPy/Python (offset by the start step).
+        card: extra JSON-able facts stored in the resume checkpoint.
+
+    Returns:
+        a :class:`History` of the logged losses, with ``step``, ``seconds`` and ``stopped_by``.
+
+    Raises:
+        TrainingDiverged: a loss became NaN/inf; the last good checkpoint stays at ``resume_path``.
+    """
+    from diffusers.training_utils import EMAModel
+
+    from .viz import LivePlot
+
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    accelerator = get_accelerator()
+    resume_path = Path(resume_path) if resume_path is not None else None
+    original_optimizers = dict(method.optimizers)
+    names, opt_names = list(method.models), list(method.optimizers)
+    prepared = accelerator.prepare(*method.models.values(), *method.optimizers.values())
+    if not isinstance(prepared, (list, tuple)):
+        prepared = [prepared]
+    method.models = dict(zip(names, prepared[:len(names)]))
+    method.optimizers = dict(zip(opt_names, prepared[len(names):]))
+    emas = {name: EMAModel(_unwrap(accelerator, method.models[name]).parameters(), decay=decay)
+            for name, decay in method.ema_decay.items()}
+
+    history = History()
+    if resume and resume_path is not None and resume_path.exists():
+        history = load_resume_state(resume_path, method, emas, accelerator)
+        history.resumed_from = history.step
+        print(f"Resuming '{desc}' from step {history.step} ({resume_path.name}).")
+    start_step, seconds_before = history.step, history.seconds
+    seed_everything(seed + start_step)
+
+    live = None
+    if plot:
+        live = LivePlot(every_s=5.0 if plot is True else float(plot))
+    bar = _progress(steps, start_step, desc)
+    ctx = StepContext(step=start_step, accelerator=accelerator, method=method,
+                      max_grad_norm=max_grad_norm)
+    t0 = time.perf_counter()
+    last_save_t, last_save_step = t0, start_step
+    batches = _cycle(data)
+    history.stopped_by = "already done" if start_step >= steps else ""
+
+    def save():
+        nonlocal last_save_t, last_save_step
+        if resume_path is None or (history.step == last_save_step and resume_path.exists()):
+            return
+        history.seconds = seconds_before + time.perf_counter() - t0
+        _save_resume(resume_path, method, emas, history, accelerator, card)
+        last_save_t, last_save_step = time.perf_counter(), history.step
+
+    try:
+        for m in method.models.values():
+            m.train()
+        while history.step < steps:
+            if max_seconds is not None and seconds_before + time.perf_counter() - t0 >= max_seconds:
+                history.stopped_by = "time"
+                break
+            batch = _to_device(next(batches), accelerator.device)
+            ctx.step = history.step
+            with accelerator.autocast():
+                out = method.training_step(batch, ctx)
+            values = {k: float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
+                      for k, v in (out or {}).items()}
+            bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+            if bad:
+                where = (f"The last good checkpoint (step {last_save_step}) is kept at {resume_path}."
+                         if resume_path is not None and resume_path.exists() else
+                         "No checkpoint was written before it.")
+                raise TrainingDiverged(
+                    f"Training diverged at step {history.step}: "
+                    + ", ".join(f"{k} = {v}" for k, v in bad.items()) + f". {where} "
+                    "Fix: lower the learning rate, clip gradients (max_grad_norm=1.0) or "
+                    "use mixed_precision 'no', then run again (it resumes from that checkpoint).")
+            for name, ema in emas.items():
+                ema.step(_unwrap(accelerator, method.models[name]).parameters())
+            history.step += 1
+            if history.step % log_every == 0 or history.step == steps or history.step == 1:
+                history.log(history.step, values)
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+                if live is not None:
+                    live.update(history.losses)
+            if bar is not None:
+                bar.update(1)
+            now = time.perf_counter()
+            if (checkpoint_every and history.step % checkpoint_every == 0) or (
+                    now - last_save_t >= checkpoint_every_s):
+                save()
+        else:
+            history.stopped_by = history.stopped_by or "steps"
+        history.seconds = seconds_before + time.perf_counter() - t0
+        save()
+    except KeyboardInterrupt:
+        history.seconds = seconds_before + time.perf_counter() - t0
+        save()
+        if resume_path is not None:
+            print(f"Interrupted at step {history.step}; state saved to {resume_path}. "
+                  "Run the same cell again to continue.")
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        if live is not None:
+            live.close(history.losses)
+        # hand back plain modules (no accelerate autocast wrapper) and the original optimizers
+        method.models = {n: accelerator.unwrap_model(m, keep_fp32_wrapper=False)
+                         for n, m in method.models.items()}
+        method.optimizers = original_optimizers
+    if copy_ema:
+        for name, ema in emas.items():
+            ema.copy_to(method.models[name].parameters())
+    for m in method.models.values():
+        m.eval()
+    return history

@@ -1,0 +1,221 @@
+"""course_lib.training: the one loop, with toy steps of every kind the course uses."""
+import math
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_lib import checkpoints as ck
+from course_lib.training import History, Method, TrainingDiverged, fit
+
+
+def toy_data(n=256, d=4, batch=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = x @ torch.arange(1.0, d + 1) + 0.01 * torch.randn(n, generator=g)
+    ds = torch.utils.data.TensorDataset(x, y[:, None])
+    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True,
+                                       generator=torch.Generator().manual_seed(seed))
+
+
+class Regression(Method):
+    """One optimizer (the shape of a CLIP step)."""
+
+    def __init__(self, lr=1e-2, fail_at=None, interrupt_at=None, sleep=0.0):
+        torch.manual_seed(0)
+        self.models = {"net": nn.Linear(4, 1)}
+        self.optimizers = {"net": torch.optim.Adam(self.models["net"].parameters(), lr=lr)}
+        self.fail_at, self.interrupt_at, self.sleep = fail_at, interrupt_at, sleep
+
+    def training_step(self, batch, ctx):
+        if ctx.step == self.interrupt_at:
+            raise KeyboardInterrupt
+        if self.sleep:
+            time.sleep(self.sleep)
+        x, y = batch
+        loss = F.mse_loss(self.models["net"](x), y)
+        ctx.optimize("net", loss)
+        if ctx.step == self.fail_at:
+            return {"loss": float("nan")}
+        return {"loss": loss}
+
+
+class Contrastive(Method):
+    """A CLIP-shaped step: two towers, symmetric cross-entropy over a batch."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.models = {"a": nn.Linear(4, 8), "b": nn.Linear(4, 8)}
+        params = [*self.models["a"].parameters(), *self.models["b"].parameters()]
+        self.optimizers = {"clip": torch.optim.Adam(params, lr=1e-2)}
+
+    def training_step(self, batch, ctx):
+        x, _ = batch
+        za = F.normalize(self.models["a"](x), dim=-1)
+        zb = F.normalize(self.models["b"](x + 0.05 * torch.randn_like(x)), dim=-1)
+        logits = 10 * za @ zb.T
+        labels = torch.arange(len(x))
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        ctx.optimize("clip", loss)
+        return {"loss": loss}
+
+
+class GAN(Method):
+    """Two optimizers, alternating discriminator and generator steps."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.models = {"g": nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1)),
+                       "d": nn.Sequential(nn.Linear(1, 16), nn.ReLU(), nn.Linear(16, 1))}
+        self.optimizers = {"g": torch.optim.Adam(self.models["g"].parameters(), 2e-3, betas=(0.5, 0.9)),
+                           "d": torch.optim.Adam(self.models["d"].parameters(), 2e-3, betas=(0.5, 0.9))}
+
+    def training_step(self, batch, ctx):
+        _, real = batch
+        g, d = self.models["g"], self.models["d"]
+        fake = g(torch.randn(len(real), 2))
+        d_loss = F.relu(1 - d(real)).mean() + F.relu(1 + d(fake.detach())).mean()   # hinge
+        ctx.optimize("d", d_loss)
+        g_loss = -d(g(torch.randn(len(real), 2))).mean()
+        ctx.optimize("g", g_loss)
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+
+class VAE(Method):
+    """One optimizer, reconstruction + KL."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.models = {"enc": nn.Linear(4, 4), "dec": nn.Linear(2, 4)}
+        params = [*self.models["enc"].parameters(), *self.models["dec"].parameters()]
+        self.optimizers = {"vae": torch.optim.Adam(params, lr=1e-2)}
+
+    def training_step(self, batch, ctx):
+        x, _ = batch
+        mu, logvar = self.models["enc"](x).chunk(2, dim=-1)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        rec = F.mse_loss(self.models["dec"](z), x)
+        kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(-1).mean()
+        loss = rec + 0.01 * kl
+        ctx.optimize("vae", loss)
+        return {"loss": loss, "rec": rec, "kl": kl}
+
+
+class Denoiser(Method):
+    """A diffusion-shaped step with an EMA of the weights."""
+    ema_decay = {"net": 0.9}
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.models = {"net": nn.Sequential(nn.Linear(5, 32), nn.SiLU(), nn.Linear(32, 4))}
+        self.optimizers = {"net": torch.optim.Adam(self.models["net"].parameters(), lr=1e-2)}
+
+    def training_step(self, batch, ctx):
+        x, _ = batch
+        t = torch.rand(len(x), 1)
+        noise = torch.randn_like(x)
+        xt = (1 - t).sqrt() * x + t.sqrt() * noise
+        loss = F.mse_loss(self.models["net"](torch.cat([xt, t], -1)), noise)
+        ctx.optimize("net", loss)
+        return {"loss": loss}
+
+
+@pytest.mark.parametrize("method_cls,key", [(Regression, "loss"), (Contrastive, "loss"),
+                                            (VAE, "rec"), (Denoiser, "loss")])
+def test_every_kind_of_step_learns(method_cls, key):
+    method = method_cls()
+    history = fit(method, toy_data(), steps=150, log_every=5, plot=False)
+    first, last = history.losses[key][0][1], history.last(key, 5)
+    assert history.step == 150 and history.stopped_by == "steps"
+    assert last < 0.7 * first, f"{method_cls.__name__}: {key} {first:.3f} -> {last:.3f}"
+
+
+def test_gan_alternates_two_optimizers():
+    method = GAN()
+    before = {n: [p.clone() for p in m.parameters()] for n, m in method.models.items()}
+    history = fit(method, toy_data(), steps=60, log_every=1, plot=False)
+    assert set(history.losses) == {"d_loss", "g_loss"}
+    for name, model in method.models.items():
+        assert any(not torch.equal(a, b) for a, b in zip(before[name], model.parameters())), name
+    # both optimizers stepped once per training step
+    for opt in method.optimizers.values():
+        assert int(next(iter(opt.state_dict()["state"].values()))["step"]) == 60
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    path = tmp_path / "run.resume.safetensors"
+    first = fit(Regression(), toy_data(), steps=20, resume_path=path, plot=False)
+    assert first.step == 20 and path.exists()
+    method = Regression()
+    second = fit(method, toy_data(), steps=40, resume_path=path, plot=False)
+    assert second.resumed_from == 20 and second.step == 40
+    # the optimizer state came back too: Adam counted all 40 steps
+    state = method.optimizers["net"].state_dict()["state"][0]
+    assert int(state["step"]) == 40
+    assert ck.read_card(path)["step"] == 40
+    # a finished run resumed again does nothing
+    third = fit(Regression(), toy_data(), steps=40, resume_path=path, plot=False)
+    assert third.stopped_by == "already done" and third.step == 40
+
+
+def test_interrupt_saves_and_resumes(tmp_path):
+    path = tmp_path / "run.resume.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        fit(Regression(interrupt_at=15), toy_data(), steps=30, resume_path=path, plot=False)
+    assert ck.read_card(path)["step"] == 15
+    history = fit(Regression(), toy_data(), steps=30, resume_path=path, plot=False)
+    assert history.resumed_from == 15 and history.step == 30
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
+    path = tmp_path / "run.resume.safetensors"
+    method = Regression(fail_at=12)
+    with pytest.raises(TrainingDiverged, match=r"step 12: loss = nan.*step 10\) is kept"):
+        fit(method, toy_data(), steps=30, resume_path=path, checkpoint_every=5, plot=False)
+    tensors, card = ck.load_checkpoint(path)
+    assert card["step"] == 10
+    assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
+
+
+def test_time_budget_stops_early():
+    history = fit(Regression(sleep=0.02), toy_data(), steps=10_000, max_seconds=0.3, plot=False)
+    assert history.stopped_by == "time" and 1 <= history.step < 100
+
+
+def test_ema_is_tracked_saved_and_copied(tmp_path):
+    path = tmp_path / "ema.resume.safetensors"
+    method = Denoiser()
+    fit(method, toy_data(), steps=30, resume_path=path, plot=False, copy_ema=False)
+    raw = [p.clone() for p in method.models["net"].parameters()]
+    tensors, _ = ck.load_checkpoint(path)
+    ema = [tensors[f"ema.net.{i}"] for i in range(len(raw))]
+    assert any(not torch.allclose(a, b) for a, b in zip(raw, ema)), "EMA equals raw weights"
+    # resume to the end with copy_ema: the model now holds the EMA weights
+    method2 = Denoiser()
+    fit(method2, toy_data(), steps=40, resume_path=path, plot=False, copy_ema=True)
+    tensors, card = ck.load_checkpoint(path)
+    for i, p in enumerate(method2.models["net"].parameters()):
+        assert torch.allclose(p, tensors[f"ema.net.{i}"])
+    assert card["ema_steps"]["net"] == 40
+
+
+def test_resume_with_other_models_is_a_clear_error(tmp_path):
+    path = tmp_path / "run.resume.safetensors"
+    fit(Regression(), toy_data(), steps=5, resume_path=path, plot=False)
+    with pytest.raises(ck.CheckpointMismatchError, match="delete"):
+        fit(VAE(), toy_data(), steps=10, resume_path=path, plot=False)
+
+
+def test_empty_data_is_a_clear_error():
+    with pytest.raises(ValueError, match="no batch"):
+        fit(Regression(), [], steps=5, plot=False)
+
+
+def test_history_round_trip():
+    h = History()
+    h.log(1, {"loss": 2.0})
+    h.log(2, {"loss": 1.0})
+    h2 = History.from_dict(h.as_dict())
+    assert h2.losses == h.losses and math.isclose(h2.last("loss", 2), 1.5)
