@@ -1,0 +1,91 @@
+"""course_lib.profiles and course_lib.runtime."""
+import time
+
+import pytest
+import torch
+
+from course_lib import profiles, runtime
+
+
+def test_three_profiles_grow_from_smoke_to_gpu():
+    smoke, cpu, gpu = (profiles.get_profile(n) for n in ("smoke", "cpu", "gpu"))
+    assert smoke.data.n_train < cpu.data.n_train <= gpu.data.n_train
+    assert smoke.clip.steps < cpu.clip.steps < gpu.clip.steps
+    assert smoke.judge.steps < cpu.judge.steps <= gpu.judge.steps
+    assert not smoke.use_shipped_checkpoints          # CI always trains
+    assert "clip" in cpu.describe() and "image_size" in cpu.describe()
+
+
+@pytest.mark.parametrize("env,expected", [({"COURSE_PROFILE": "cpu", "CI": "true"}, "cpu"),
+                                          ({"COURSE_PROFILE": " GPU "}, "gpu"),
+                                          ({"CI": "true"}, "smoke"),
+                                          ({"CI": "false"}, "cpu"),
+                                          ({}, "cpu")])
+def test_switch_and_detection(monkeypatch, env, expected):
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert profiles.get_profile().name == expected
+
+
+def test_cuda_is_detected_as_gpu(monkeypatch):
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert profiles.detect_profile_name() == "gpu"
+
+
+def test_unknown_profile_lists_valid_ones(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "laptop")
+    with pytest.raises(profiles.UnknownProfileError, match="smoke, cpu, gpu"):
+        profiles.get_profile()
+
+
+def test_replace_changes_one_section_and_is_json():
+    import json
+    p = profiles.get_profile("cpu").replace(clip={"steps": 7}, seed=3)
+    assert p.clip.steps == 7 and p.seed == 3 and p.clip.batch_size == profiles.get_profile("cpu").clip.batch_size
+    json.dumps(p.as_dict())
+
+
+def test_device_choice_and_override(monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    assert runtime.get_device().type in ("cpu", "cuda", "mps")
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert runtime.get_device().type == "cpu"
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("COURSE_DEVICE", "cuda")
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            runtime.get_device()
+
+
+def test_seeding_makes_cpu_runs_repeatable():
+    runtime.seed_everything(5)
+    a = torch.randn(3), torch.nn.Linear(2, 2).weight.clone()
+    runtime.seed_everything(5)
+    b = torch.randn(3), torch.nn.Linear(2, 2).weight.clone()
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_mixed_precision_choice(monkeypatch):
+    monkeypatch.delenv("COURSE_MIXED_PRECISION", raising=False)
+    assert runtime.mixed_precision_for("cpu") == "no"
+    monkeypatch.setenv("COURSE_MIXED_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="no, fp16, bf16"):
+        runtime.mixed_precision_for("cpu")
+
+
+def test_timer_measures_a_sleep():
+    with runtime.Timer() as t:
+        time.sleep(0.2)
+    assert 0.18 < t.seconds < 0.4
+
+
+def test_workers_are_zero_where_spawn_breaks_notebooks(monkeypatch):
+    import platform
+    monkeypatch.setattr(platform, "system", lambda: "Windows")
+    assert runtime.default_num_workers(4) == 0
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    assert runtime.default_num_workers(1) == 1
