@@ -1,0 +1,86 @@
+"""A pytest plugin that prints how long each notebook took under ``pytest --nbval``.
+
+Loaded for every pytest run by ``addopts = "-p course_lib.pytest_plugin"`` in
+pyproject.toml. nbval turns each notebook cell into one test item with an id
+like ``notebooks/01_clip.ipynb::Cell 3``; this plugin adds up the durations of
+those items (setup, call and teardown) per notebook and prints a table at the
+end of the run::
+
+    ========================= notebook durations =========================
+    notebook                  cells   seconds  outcome
+    notebooks/00_welcome.ipynb   12      14.2  passed
+    notebooks/01_clip.ipynb      25      93.0  failed
+
+When no notebook ran (e.g. ``pytest tests``) it prints nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["NotebookTiming", "NotebookDurations", "pytest_configure"]
+
+PLUGIN_NAME = "course-notebook-durations"
+
+
+@dataclass
+class NotebookTiming:
+    """The summed test reports of one notebook's cells."""
+    cells: set[str] = field(default_factory=set)   # node ids of the cells seen
+    seconds: float = 0.0
+    failed: bool = False
+    passed: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """"failed" if any cell failed, else "passed" if any passed, else "skipped"."""
+        if self.failed:
+            return "failed"
+        if self.passed:
+            return "passed"
+        return "skipped"
+
+
+class NotebookDurations:
+    """Collects per-notebook durations from pytest's reports and prints them."""
+
+    def __init__(self) -> None:
+        #: notebook path (the node id before "::") -> its timing, in the order first seen
+        self.notebooks: dict[str, NotebookTiming] = {}
+
+    def pytest_runtest_logreport(self, report) -> None:
+        """Called for the setup, call and teardown phase of every test item."""
+        path = report.nodeid.split("::", 1)[0]
+        if not path.endswith(".ipynb"):
+            return
+        timing = self.notebooks.setdefault(path, NotebookTiming())
+        timing.cells.add(report.nodeid)
+        timing.seconds += getattr(report, "duration", 0.0) or 0.0
+        if report.failed:
+            timing.failed = True
+        elif report.passed and report.when == "call":
+            timing.passed = True
+
+    def format_table(self) -> list[str]:
+        """The table lines (header, one line per notebook, total)."""
+        width = max([len("notebook")] + [len(path) for path in self.notebooks])
+        lines = [f"{'notebook':<{width}}  {'cells':>5}  {'seconds':>8}  outcome"]
+        for path, timing in self.notebooks.items():
+            lines.append(f"{path:<{width}}  {len(timing.cells):>5}  {timing.seconds:>8.1f}  "
+                         f"{timing.outcome}")
+        total = sum(timing.seconds for timing in self.notebooks.values())
+        lines.append(f"{'total':<{width}}  {'':>5}  {total:>8.1f}")
+        return lines
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
+        """Print the table at the end of the run; nothing if no notebook ran."""
+        if not self.notebooks:
+            return
+        terminalreporter.write_sep("=", "notebook durations")
+        for line in self.format_table():
+            terminalreporter.write_line(line)
+
+
+def pytest_configure(config) -> None:
+    """Register one collector per pytest run (so that runs never share numbers)."""
+    if not config.pluginmanager.has_plugin(PLUGIN_NAME):
+        config.pluginmanager.register(NotebookDurations(), PLUGIN_NAME)

@@ -1,0 +1,166 @@
+"""Tests of course_lib.run_course (``make course``) and of the notebook-durations pytest plugin.
+
+The notebooks here are tiny ones written into a temporary folder; each run
+starts a real Jupyter kernel (a few seconds each), so the tests run as few
+notebooks as they can.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from course_lib import run_course
+from course_lib.paths import REPO_ROOT
+from course_lib.pytest_plugin import NotebookDurations
+
+
+def write_notebook(path, *sources: str) -> None:
+    """Write a notebook with one code cell per source string."""
+    nb = new_notebook(cells=[new_code_cell(source) for source in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    return notebooks, tmp_path / "build"
+
+
+def test_runs_every_notebook_and_writes_html(folders, capsys):
+    notebooks, build = folders
+    write_notebook(notebooks / "00_hello.ipynb", "print('hello from the course')")
+    write_notebook(notebooks / "01_profile.ipynb",
+                   'import os\nassert os.environ["COURSE_PROFILE"] == "smoke"\n'
+                   'assert os.environ["COURSE_PROGRESS"] == "text"\n'
+                   "import course_lib  # importable from the notebooks folder")
+    (notebooks / ".ipynb_checkpoints").mkdir()
+    write_notebook(notebooks / ".ipynb_checkpoints" / "00_hello-checkpoint.ipynb", "1/0")
+    source_before = (notebooks / "00_hello.ipynb").read_text()
+
+    status = run_course.main(["--notebooks", str(notebooks), "--build", str(build),
+                              "--profile", "smoke", "--timeout", "120"])
+
+    out = capsys.readouterr().out
+    assert status == 0, out
+    for name in ("00_hello", "01_profile"):
+        assert (build / f"{name}.ipynb").exists()
+        assert (build / f"{name}.html").exists()
+    executed = nbformat.read(build / "00_hello.ipynb", as_version=4)
+    assert "hello from the course" in executed.cells[0].outputs[0]["text"]
+    assert "hello from the course" in (build / "00_hello.html").read_text()
+    assert (notebooks / "00_hello.ipynb").read_text() == source_before   # source untouched
+
+    index = (build / "index.html").read_text()
+    assert "00_hello.html" in index and "01_profile.html" in index
+    assert index.count(">ok<") == 2 and "smoke" in index and "checkpoint" not in index
+    assert "[1/2] 00_hello.ipynb ... ok in" in out
+    assert "[2/2] 01_profile.ipynb ... ok in" in out
+    assert "2 of 2 ok" in out
+
+
+def test_failing_notebook_gives_exit_1_and_failed_entry(folders, capsys):
+    notebooks, build = folders
+    write_notebook(notebooks / "00_fails.ipynb", "print('before')", "assert 1 == 2, 'wrong sum'",
+                   "print('never reached')")
+    write_notebook(notebooks / "01_after.ipynb", "print('after')")
+
+    # Default: stop at the first failure; the rest is listed as skipped.
+    status = run_course.main(["--notebooks", str(notebooks), "--build", str(build),
+                              "--profile", "smoke"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "00_fails.ipynb ... failed in" in out and "AssertionError: wrong sum" in out
+    assert (build / "00_fails.html").exists()              # the partial page
+    assert "before" in (build / "00_fails.html").read_text()
+    assert not (build / "01_after.ipynb").exists()
+    index = (build / "index.html").read_text()
+    assert ">failed<" in index and ">skipped<" in index
+
+    # --keep-going: the next notebook runs anyway, and the exit status is still 1.
+    status = run_course.main(["--notebooks", str(notebooks), "--build", str(build),
+                              "--profile", "smoke", "--keep-going"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "01_after.ipynb ... ok in" in out
+    index = (build / "index.html").read_text()
+    assert ">failed<" in index and ">ok<" in index
+
+
+def test_no_notebooks_is_an_error(folders):
+    notebooks, build = folders
+    result = subprocess.run(
+        [sys.executable, "-m", "course_lib.run_course", "--notebooks", str(notebooks),
+         "--build", str(build)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 1
+    assert "No notebooks" in result.stderr
+
+
+def test_only_selects_by_prefix(folders, capsys):
+    notebooks, build = folders
+    write_notebook(notebooks / "00_a.ipynb", "1")
+    write_notebook(notebooks / "01_b.ipynb", "2")
+    assert [p.name for p in run_course.find_notebooks(notebooks, ["01"])] == ["01_b.ipynb"]
+    assert run_course.main(["--notebooks", str(notebooks), "--build", str(build),
+                            "--only", "99"]) == 1
+    assert run_course.main(["--notebooks", str(notebooks), "--build", str(notebooks)]) == 1
+
+
+# ----------------------------------------------------------------- the pytest plugin
+
+def fake_report(nodeid: str, when: str, outcome: str, duration: float):
+    return SimpleNamespace(nodeid=nodeid, when=when, duration=duration,
+                           passed=outcome == "passed", failed=outcome == "failed",
+                           skipped=outcome == "skipped")
+
+
+def test_plugin_sums_cells_per_notebook():
+    plugin = NotebookDurations()
+    for cell in range(3):
+        for when in ("setup", "call", "teardown"):
+            plugin.pytest_runtest_logreport(
+                fake_report(f"notebooks/00_a.ipynb::Cell {cell}", when, "passed", 0.5))
+    plugin.pytest_runtest_logreport(fake_report("notebooks/01_b.ipynb::Cell 0", "call", "failed", 2.0))
+    plugin.pytest_runtest_logreport(fake_report("tests/test_viz.py::test_bar", "call", "passed", 9.0))
+
+    assert list(plugin.notebooks) == ["notebooks/00_a.ipynb", "notebooks/01_b.ipynb"]
+    a = plugin.notebooks["notebooks/00_a.ipynb"]
+    assert len(a.cells) == 3 and a.seconds == pytest.approx(4.5) and a.outcome == "passed"
+    assert plugin.notebooks["notebooks/01_b.ipynb"].outcome == "failed"
+    table = "\n".join(plugin.format_table())
+    assert "notebooks/00_a.ipynb" in table and "failed" in table and "6.5" in table
+
+
+def test_plugin_is_silent_without_notebooks():
+    lines = []
+    reporter = SimpleNamespace(write_sep=lambda *a, **k: lines.append(a),
+                               write_line=lambda *a, **k: lines.append(a))
+    plugin = NotebookDurations()
+    plugin.pytest_runtest_logreport(fake_report("tests/test_x.py::test_y", "call", "passed", 1.0))
+    plugin.pytest_terminal_summary(reporter, 0, None)
+    assert lines == []
+
+
+def test_plugin_prints_table_under_nbval(tmp_path):
+    """End to end: pytest --nbval on a real notebook prints the durations table."""
+    pytest.importorskip("nbval")
+    write_notebook(tmp_path / "00_cells.ipynb", "x = 1", "print(x + 1)")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-c", str(REPO_ROOT / "pyproject.toml"),
+         "--rootdir", str(tmp_path), "-p", "no:cacheprovider", "--nbval-lax", "-q",
+         str(tmp_path / "00_cells.ipynb")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "notebook durations" in result.stdout
+    line = next(line for line in result.stdout.splitlines() if line.startswith("00_cells.ipynb"))
+    assert line.split()[1:2] == ["2"] and line.split()[-1] == "passed"
