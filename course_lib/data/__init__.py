@@ -1,0 +1,80 @@
+"""The course's data: the generated world, and your own images.
+
+* :mod:`course_lib.data.world` -- images of coloured shapes with known
+  attributes, their captions, the train / val / test / heldout splits and
+  :class:`WorldDataset`.
+* :mod:`course_lib.data.folder` -- :class:`ImageTextFolder`, a folder of your
+  own images with a captions file, usable wherever a WorldDataset is.
+
+Explained in notebook 00, sections "The generated world" and "Your own images".
+
+Typical use::
+
+    from course_lib.data import WorldDataset, make_loader, canonical_caption
+    train = WorldDataset("train")                  # sizes from the active profile
+    image, caption, attributes = train[0]
+    loader = make_loader(train, batch_size=128)
+"""
+from .folder import FolderError, ImageTextFolder, load_image, read_captions, to_rgb
+from .world import (
+    ATTRIBUTE_VALUES,
+    ATTRIBUTES,
+    COLOR_WORDS,
+    COLORS,
+    COMBOS,
+    HELD_OUT_COMBOS,
+    NUM_CLASSES,
+    POSITION_LABELS,
+    POSITION_WORDS,
+    POSITIONS,
+    RELATION_TEMPLATES,
+    RELATION_WORDS,
+    RELATIONS,
+    RENDER_VERSION,
+    SHAPE_WORDS,
+    SHAPES,
+    SIZE_WORDS,
+    SIZES,
+    SPLIT_COMBOS,
+    SPLITS,
+    TEMPLATES,
+    WorldDataset,
+    allowed_combos,
+    attribute_names,
+    cache_path,
+    canonical_caption,
+    caption_for,
+    chance_levels,
+    class_counts,
+    generate,
+    is_held_out,
+    load_split,
+    make_loader,
+    render,
+    render_attributes,
+    sample_attributes,
+    sample_layout,
+    to_float,
+    to_uint8,
+    varied_caption,
+)
+
+__all__ = [
+    # attributes and splits
+    "SHAPES", "COLORS", "SIZES", "POSITIONS", "RELATIONS", "ATTRIBUTES", "ATTRIBUTE_VALUES",
+    "NUM_CLASSES", "HELD_OUT_COMBOS", "SPLITS", "COMBOS", "SPLIT_COMBOS", "RENDER_VERSION",
+    "allowed_combos", "is_held_out",
+    # captions
+    "TEMPLATES", "RELATION_TEMPLATES", "SHAPE_WORDS", "COLOR_WORDS", "SIZE_WORDS",
+    "POSITION_WORDS", "POSITION_LABELS", "RELATION_WORDS",
+    "caption_for", "canonical_caption", "varied_caption",
+    # statistics and conversions
+    "attribute_names", "chance_levels", "class_counts", "to_uint8", "to_float",
+    # drawing and splits
+    "sample_attributes", "sample_layout", "render", "render_attributes", "generate",
+    "load_split", "cache_path",
+    # torch
+    "WorldDataset", "make_loader",
+    # your own images
+    "ImageTextFolder", "FolderError", "read_captions", "load_image", "to_rgb",
+]
