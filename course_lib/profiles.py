@@ -84,6 +84,8 @@ class Profile:
     clip: ClipSizes = field(default_factory=ClipSizes)
     judge: JudgeSizes = field(default_factory=JudgeSizes)
     seed: int = 0
+    #: Steps of the small demonstrations (notebook 00's tour of the training loop).
+    demo_steps: int = 300
     #: Use checkpoints from data/shipped/ (trained once on a GPU) instead of training.
     use_shipped_checkpoints: bool = True
     #: Seconds between redraws of the live loss plot (notebooks only).
@@ -107,11 +109,15 @@ class Profile:
     def describe(self) -> str:
         """A readable table of every size in this profile."""
         lines = [f"profile {self.name!r}: {self.description}"]
+        scalars = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):
                 inner = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(value).items())
                 lines.append(f"  {f.name:6s} {inner}")
+            elif f.name not in ("name", "description"):
+                scalars.append(f"{f.name}={value}")
+        lines.append("  other  " + ", ".join(scalars))
         return "\n".join(lines)
 
 
@@ -126,6 +132,7 @@ PROFILES: dict[str, Profile] = {
                        steps=60, batch_size=64, warmup_steps=10, max_minutes=1.0),
         judge=JudgeSizes(width=16, n_train=4_000, steps=150, batch_size=64, max_minutes=1.0,
                          n_eval=500),
+        demo_steps=60,
         use_shipped_checkpoints=False,
         plot_every_s=30.0,
     ),

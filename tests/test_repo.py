@@ -1,0 +1,145 @@
+"""The repository keeps its promises: clean notebooks, no drift between README,
+notebooks and course_lib, one list of dependencies, CI running the README's command."""
+import importlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb"))
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+# generated or gitignored places may be named without existing in a fresh clone
+GENERATED = ("data/cache", "data/checkpoints", "build", ".venv")
+
+
+def _sources(nb_path: Path) -> str:
+    cells = json.loads(nb_path.read_text(encoding="utf-8"))["cells"]
+    return "\n".join("".join(c["source"]) for c in cells)
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ holds no notebook"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_stored_without_outputs(nb):
+    data = json.loads(nb.read_text(encoding="utf-8"))
+    for i, cell in enumerate(data["cells"]):
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs"), f"{nb.name} cell {i} has outputs: clear them before committing"
+            assert cell.get("execution_count") is None, f"{nb.name} cell {i} has an execution count"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_follows_the_template(nb):
+    """Title, time per profile, a setup cell printing the profile, exercises, a final self-check."""
+    data = json.loads(nb.read_text(encoding="utf-8"))
+    cells = data["cells"]
+    assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# ")
+    text = _sources(nb)
+    for word in ("smoke", "cpu", "gpu"):
+        assert word in text, f"{nb.name} does not give its time in the {word} profile"
+    assert "get_profile" in text, f"{nb.name} does not read its sizes from the profile"
+    assert re.search(r"(?i)exercise", text), f"{nb.name} has no exercise"
+    assert "<details>" in text, f"{nb.name} has no hidden solution"
+    last_code = [c for c in cells if c["cell_type"] == "code"][-1]
+    assert "assert" in "".join(last_code["source"]), f"{nb.name} does not end with a self-check cell"
+
+
+def test_readme_notebook_map_matches_notebooks():
+    named = set(re.findall(r"notebooks/(\d\d_[A-Za-z0-9_]+\.ipynb)", README))
+    present = {p.name for p in NOTEBOOKS}
+    assert named == present, (f"README names {sorted(named - present)} which do not exist; "
+                              f"notebooks {sorted(present - named)} are missing from the README map")
+
+
+def _named_paths(text: str):
+    pattern = r"(?<![\w/.-])((?:course_lib|notebooks|data|tests|\.ci)/[\w./-]*[\w])"
+    for match in re.findall(pattern, text):
+        if not match.startswith(GENERATED) and "<" not in match and "*" not in match:
+            yield match
+
+
+def _texts():
+    yield "README.md", README
+    for nb in NOTEBOOKS:
+        yield f"notebooks/{nb.name}", _sources(nb)
+    for py in sorted((ROOT / "course_lib").rglob("*.py")):
+        yield str(py.relative_to(ROOT)), py.read_text(encoding="utf-8")
+
+
+def test_every_path_the_course_names_exists():
+    missing = []
+    for where, text in _texts():
+        for path in _named_paths(text):
+            if not (ROOT / path).exists():
+                missing.append(f"{where} names {path}")
+    assert not missing, "\n".join(missing)
+
+
+def test_every_course_lib_name_the_course_uses_exists():
+    """`course_lib.module.function` written in README or a notebook must import."""
+    missing = []
+    for where, text in _texts():
+        if where.startswith("course_lib"):
+            continue
+        for dotted in set(re.findall(r"\bcourse_lib(?:\.[A-Za-z_]\w*)+", text)):
+            parts = dotted.split(".")
+            obj = None
+            for i in range(len(parts), 0, -1):     # the longest importable module prefix
+                try:
+                    obj = importlib.import_module(".".join(parts[:i]))
+                    rest = parts[i:]
+                    break
+                except ImportError:
+                    continue
+            try:
+                for attr in rest:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                missing.append(f"{where} names {dotted}")
+    assert not missing, "\n".join(missing)
+
+
+def _requirement_names(reqs):
+    return {re.split(r"[<>=!~\[ ;]", r.strip(), maxsplit=1)[0].lower().replace("_", "-")
+            for r in reqs if r.strip() and not r.strip().startswith("-")}
+
+
+def test_environment_yml_installs_what_pyproject_declares():
+    tomllib = pytest.importorskip("tomllib")      # Python >= 3.11
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {r.strip() for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    env = (ROOT / "environment.yml").read_text()
+    pip_lines = {line.strip()[2:].strip() for line in env.splitlines()
+                 if line.startswith("      - ")}
+    assert "-e .[test]" in pip_lines, "environment.yml must install the course package with its test extra"
+    assert _requirement_names(pip_lines) == _requirement_names(declared), (
+        f"environment.yml and pyproject.toml disagree: only in environment.yml "
+        f"{_requirement_names(pip_lines) - _requirement_names(declared)}, only in pyproject "
+        f"{_requirement_names(declared) - _requirement_names(pip_lines)}")
+    # and the same lower bounds
+    assert {r.replace(" ", "") for r in pip_lines if not r.startswith("-")} == \
+        {r.replace(" ", "") for r in declared}
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+    assert ci == ["make test"], f".ci/run must call the README's test command only, found {ci}"
+    quick_start = README.split("## ", 2)[1]
+    assert "make test" in quick_start and "make course" in quick_start
+
+
+def test_makefile_has_the_readme_targets():
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("course", "test", "lab"):
+        assert re.search(rf"^{target}:", makefile, re.M), f"Makefile has no '{target}' target"
+
+
+def test_gitignore_keeps_generated_data_out():
+    ignored = (ROOT / ".gitignore").read_text()
+    for path in ("data/cache/", "data/checkpoints/", "build/", ".venv/"):
+        assert path in ignored
