@@ -2,14 +2,14 @@
 
 Loaded for every pytest run by ``addopts = "-p course_lib.pytest_plugin"`` in
 pyproject.toml. nbval turns each notebook cell into one test item with an id
-like ``notebooks/01_clip.ipynb::Cell 3``; this plugin adds up the durations of
+like ``<notebook>.ipynb::Cell 3``; this plugin adds up the durations of
 those items (setup, call and teardown) per notebook and prints a table at the
 end of the run::
 
     ========================= notebook durations =========================
     notebook                  cells   seconds  outcome
-    notebooks/00_welcome.ipynb   12      14.2  passed
-    notebooks/01_clip.ipynb      25      93.0  failed
+    00_example.ipynb             12      14.2  passed
+    01_example.ipynb             25      93.0  failed
 
 When no notebook ran (e.g. ``pytest tests``) it prints nothing.
 """
