@@ -85,7 +85,7 @@ class Profile:
     judge: JudgeSizes = field(default_factory=JudgeSizes)
     seed: int = 0
     #: Steps of the small demonstrations (notebook 00's tour of the training loop).
-    demo_steps: int = 300
+    demo_steps: int = 150
     #: Use checkpoints from data/shipped/ (trained once on a GPU) instead of training.
     use_shipped_checkpoints: bool = True
     #: Seconds between redraws of the live loss plot (notebooks only).
