@@ -162,18 +162,14 @@ def _save_resume(path: Path, method: Method, emas: dict, history: History, accel
     for name, model in method.models.items():
         for key, value in _unwrap(accelerator, model).state_dict().items():
             tensors[f"model.{name}.{key}"] = value
-    optim_trees = {}
-    for name, opt in method.optimizers.items():
-        t, tree = checkpoints.flatten_state(opt.state_dict(), f"optim.{name}")
-        tensors.update(t)
-        optim_trees[name] = tree
-    card["optimizers"] = optim_trees
-    sched_trees = {}
-    for name, sched in method.schedulers.items():
-        t, tree = checkpoints.flatten_state(sched.state_dict(), f"sched.{name}")
-        tensors.update(t)
-        sched_trees[name] = tree
-    card["schedulers"] = sched_trees
+    # optimizer and scheduler states are nested dicts: tensors to safetensors, the rest to the card
+    for kind, prefix, objects in (("optimizers", "optim", method.optimizers),
+                                  ("schedulers", "sched", method.schedulers)):
+        card[kind] = {}
+        for name, obj in objects.items():
+            t, tree = checkpoints.flatten_state(obj.state_dict(), f"{prefix}.{name}")
+            tensors.update(t)
+            card[kind][name] = tree
     for name, ema in emas.items():
         for i, p in enumerate(ema.shadow_params):
             tensors[f"ema.{name}.{i}"] = p
@@ -303,6 +299,8 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
         prepared = [prepared]
     method.models = dict(zip(names, prepared[:len(names)]))
     method.optimizers = dict(zip(opt_names, prepared[len(names):]))
+    if accelerator.num_processes > 1 and isinstance(data, torch.utils.data.DataLoader):
+        data = accelerator.prepare(data)       # several GPUs: each process gets its shard
     emas = {name: EMAModel(_unwrap(accelerator, method.models[name]).parameters(), decay=decay)
             for name, decay in method.ema_decay.items()}
 
@@ -317,7 +315,14 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
     live = None
     if plot:
         live = LivePlot(every_s=5.0 if plot is True else float(plot))
-    bar = _progress(steps, start_step, desc)
+    main = accelerator.is_main_process           # only one process draws and saves
+    # Several processes must agree on when to save, and clocks differ: count steps instead.
+    single = accelerator.num_processes == 1
+    if not single and not checkpoint_every:
+        checkpoint_every = 500
+    bar = _progress(steps, start_step, desc) if main else None
+    if not main:
+        live = None
     ctx = StepContext(step=start_step, accelerator=accelerator, method=method,
                       max_grad_norm=max_grad_norm)
     t0 = time.perf_counter()
@@ -330,7 +335,9 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
         if resume_path is None or (history.step == last_save_step and resume_path.exists()):
             return
         history.seconds = seconds_before + time.perf_counter() - t0
-        _save_resume(resume_path, method, emas, history, accelerator, card)
+        accelerator.wait_for_everyone()
+        if main:
+            _save_resume(resume_path, method, emas, history, accelerator, card)
         last_save_t, last_save_step = time.perf_counter(), history.step
 
     try:
@@ -369,7 +376,7 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
                 bar.update(1)
             now = time.perf_counter()
             if (checkpoint_every and history.step % checkpoint_every == 0) or (
-                    now - last_save_t >= checkpoint_every_s):
+                    single and now - last_save_t >= checkpoint_every_s):
                 save()
         else:
             history.stopped_by = history.stopped_by or "steps"
