@@ -166,7 +166,8 @@ def read_card(path: str | Path) -> dict:
         raise CheckpointError(f"The card inside {path} is not valid JSON ({e}). Train again.") from e
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+def load_checkpoint(path: str | Path,
+                    device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
     """Read ``(tensors, card)`` from a checkpoint. Never unpickles anything.
 
     Raises:

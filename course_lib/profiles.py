@@ -48,15 +48,15 @@ class DataSizes:
 class ClipSizes:
     """The course's small CLIP (course_lib.clip, notebook 01)."""
     embed_dim: int = 128
-    vision_width: int = 256
+    vision_width: int = 128
     vision_layers: int = 4
     vision_heads: int = 4
     patch_size: int = 8
-    text_width: int = 256
-    text_layers: int = 4
+    text_width: int = 128
+    text_layers: int = 2
     text_heads: int = 4
-    context_length: int = 32       # tokens; captions of the world are < 20 tokens
-    steps: int = 750
+    context_length: int = 24       # tokens; captions of the world are < 20 tokens
+    steps: int = 1_000
     batch_size: int = 128
     lr: float = 1e-3
     warmup_steps: int = 50
@@ -66,11 +66,11 @@ class ClipSizes:
 @dataclass(frozen=True)
 class JudgeSizes:
     """The attribute classifier that grades generated images (course_lib.metrics)."""
-    width: int = 32
-    n_train: int = 30_000
-    steps: int = 1_500
+    width: int = 24
+    n_train: int = 20_000
+    steps: int = 1_000
     batch_size: int = 128
-    lr: float = 2e-3
+    lr: float = 4e-3
     max_minutes: float = 3.0
     n_eval: int = 2_000            # images per side for Fréchet distance and alignment
 
@@ -91,7 +91,7 @@ class Profile:
     #: Seconds between redraws of the live loss plot (notebooks only).
     plot_every_s: float = 5.0
 
-    def replace(self, **changes) -> "Profile":
+    def replace(self, **changes) -> Profile:
         """A copy with some fields changed, e.g. ``p.replace(seed=1)``.
 
         A section can be changed with a dict: ``p.replace(clip={"steps": 10})``.
@@ -129,8 +129,8 @@ PROFILES: dict[str, Profile] = {
                        batch_size=64),
         clip=ClipSizes(embed_dim=64, vision_width=64, vision_layers=2, vision_heads=2,
                        patch_size=8, text_width=64, text_layers=2, text_heads=2,
-                       steps=60, batch_size=64, warmup_steps=10, max_minutes=1.0),
-        judge=JudgeSizes(width=16, n_train=4_000, steps=150, batch_size=64, max_minutes=1.0,
+                       steps=800, batch_size=64, warmup_steps=20, max_minutes=1.0),
+        judge=JudgeSizes(width=16, n_train=6_000, steps=800, batch_size=128, max_minutes=1.0,
                          n_eval=500),
         demo_steps=60,
         use_shipped_checkpoints=False,

@@ -134,7 +134,7 @@ class Timer:
             torch.cuda.synchronize()
         return time.perf_counter()
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.start = self._now()
         return self
 

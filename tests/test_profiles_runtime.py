@@ -46,7 +46,8 @@ def test_unknown_profile_lists_valid_ones(monkeypatch):
 def test_replace_changes_one_section_and_is_json():
     import json
     p = profiles.get_profile("cpu").replace(clip={"steps": 7}, seed=3)
-    assert p.clip.steps == 7 and p.seed == 3 and p.clip.batch_size == profiles.get_profile("cpu").clip.batch_size
+    assert p.clip.steps == 7 and p.seed == 3
+    assert p.clip.batch_size == profiles.get_profile("cpu").clip.batch_size
     json.dumps(p.as_dict())
 
 
