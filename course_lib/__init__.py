@@ -14,6 +14,10 @@ data           the generated world (shapes, colours, captions, splits);
 training       the one training loop (progress, EMA, checkpoints, resume)
 checkpoints    safetensors + JSON card; load_or_train
 viz            image grids, comparisons, loss curves, live plots
+clip           the course's small CLIP (open_clip), zero-shot, retrieval,
+               pretrained weights, frozen text encoder      (notebook 01)
+metrics        the judge, alignment, Frechet distance, diversity, CLIP
+               score, speed, evaluate()                     (notebook 02)
 =============  =========================================================
 
 Submodules are imported on use (``from course_lib import data``) so that
@@ -21,4 +25,4 @@ Submodules are imported on use (``from course_lib import data``) so that
 """
 __version__ = "0.1.0"
 
-__all__ = ["profiles", "runtime", "data", "training", "checkpoints", "viz", "paths"]
+__all__ = ["profiles", "runtime", "data", "training", "checkpoints", "viz", "paths", "clip", "metrics"]
