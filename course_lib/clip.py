@@ -92,7 +92,7 @@ __all__ = [
     "zero_shot_classify", "evaluate_zero_shot", "ZeroShotResult", "confusion_matrix",
     "retrieval_recall", "swapped_captions", "caption_preference",
     # 7. real weights
-    "PretrainedUnavailableError", "load_pretrained", "save_open_clip_dir",
+    "PretrainedUnavailableError", "downloads_allowed", "load_pretrained", "save_open_clip_dir",
     # 8. for the generators
     "FrozenTextEncoder", "image_intermediates",
 ]
@@ -953,8 +953,18 @@ def _looks_like_path(source: str) -> bool:
             or Path(source).suffix in (".safetensors", ".bin", ".pt", ".pth", ".npz"))
 
 
+def downloads_allowed() -> bool:
+    """Whether the learner asked for downloads (``COURSE_ALLOW_DOWNLOADS=1``).
+
+    The course never downloads on its own: a named pretrained model is fetched only
+    when this is set or ``load_pretrained(..., download=True)`` is passed.
+    """
+    return os.environ.get("COURSE_ALLOW_DOWNLOADS", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def load_pretrained(source: str | os.PathLike, *, arch: str | None = None, tag: str | None = None,
-                    device: str | torch.device | None = None, missing_ok: bool = False):
+                    device: str | torch.device | None = None, missing_ok: bool = False,
+                    download: bool | None = None):
     """A CLIP from a local file or folder, or (when online) an open_clip model by name.
 
     Looks in this order:
@@ -969,7 +979,8 @@ def load_pretrained(source: str | os.PathLike, *, arch: str | None = None, tag: 
     3. ``source`` is a name: an open_clip architecture ("ViT-B-32", with ``tag``, e.g.
        "openai" or "laion2b_s34b_b79k"; default its first tag) or "hf-hub:org/repo".
        Weights already in the Hugging Face cache are used offline; otherwise they are
-       downloaded, which needs the internet.
+       downloaded, but only when asked (``download=True`` or ``COURSE_ALLOW_DOWNLOADS=1``)
+       and online.
 
     Args:
         source: path or name (see above).
@@ -978,6 +989,9 @@ def load_pretrained(source: str | os.PathLike, *, arch: str | None = None, tag: 
         device: where the model goes (default: the course device).
         missing_ok: when a named model is unavailable offline, print one line and
             return None instead of raising (the notebook then goes on with the course model).
+        download: fetch a named model that is not cached; None reads
+            ``COURSE_ALLOW_DOWNLOADS`` (see :func:`downloads_allowed`). The course never
+            downloads unless asked.
 
     Returns:
         An open_clip model in eval mode; :func:`encode_image` / :func:`encode_text`
@@ -1044,9 +1058,12 @@ def load_pretrained(source: str | os.PathLike, *, arch: str | None = None, tag: 
                              if k in ("mean", "std", "interpolation", "resize_mode")}}
             open_clip.set_model_preprocess_cfg(model, preprocess)
             return _finish_pretrained(model, open_clip.get_tokenizer(src), device)
-    if not _online():
-        message = (f"Offline: open_clip {what} is not downloaded and cannot be fetched now; "
-                   "going on with the course's model (or pass a local file to load_pretrained).")
+    download = downloads_allowed() if download is None else download
+    if not download or not _online():
+        why = ("downloads are off (set COURSE_ALLOW_DOWNLOADS=1 or pass download=True to fetch it)"
+               if not download else "it cannot be fetched offline")
+        message = (f"open_clip {what} is not on this machine and {why}; going on with the "
+                   "course's model (or pass a local file to load_pretrained).")
         if missing_ok:
             print(message)
             return None

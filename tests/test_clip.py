@@ -509,13 +509,24 @@ def test_load_pretrained_missing_paths_and_offline_names(tmp_path, monkeypatch, 
         clip.load_pretrained(tmp_path)
     with pytest.raises(ValueError, match="Unknown open_clip architecture"):
         clip.load_pretrained("ViT-Q-99")
-    monkeypatch.setattr(clip, "_online", lambda *a, **k: False)
     monkeypatch.setattr(clip, "_cached_weights", lambda *a, **k: None)
-    with pytest.raises(clip.PretrainedUnavailableError, match="Offline"):
+    monkeypatch.delenv("COURSE_ALLOW_DOWNLOADS", raising=False)
+
+    def no_network(*a, **k):
+        raise AssertionError("the network must not be touched unless downloads are asked for")
+    monkeypatch.setattr(clip, "_online", no_network)
+    with pytest.raises(clip.PretrainedUnavailableError, match="downloads are off"):
         clip.load_pretrained("ViT-B-32", tag="openai")
     assert clip.load_pretrained("ViT-B-32", missing_ok=True) is None
     out = capsys.readouterr().out
-    assert out.count("\n") == 1 and out.startswith("Offline")
+    assert out.count("\n") == 1 and "COURSE_ALLOW_DOWNLOADS=1" in out
+    # asked for, but offline: one clear line too
+    monkeypatch.setattr(clip, "_online", lambda *a, **k: False)
+    with pytest.raises(clip.PretrainedUnavailableError, match="cannot be fetched offline"):
+        clip.load_pretrained("ViT-B-32", tag="openai", download=True)
+    monkeypatch.setenv("COURSE_ALLOW_DOWNLOADS", "1")
+    assert clip.load_pretrained("ViT-B-32", missing_ok=True) is None
+    assert "cannot be fetched offline" in capsys.readouterr().out
 
 
 def test_hf_hub_offline_means_offline(monkeypatch):
