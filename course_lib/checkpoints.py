@@ -326,7 +326,7 @@ def checkpoint_path(name: str, profile: Any = None, directory: str | Path | None
 def find_checkpoint(name: str, profile: Any = None) -> Path | None:
     """The checkpoint :func:`load_or_train` would load, or None (see module docstring)."""
     from .profiles import get_profile
-    profile = profile if profile is not None and not isinstance(profile, str) else get_profile(profile)
+    profile = get_profile(profile)
     local = checkpoint_path(name, profile)
     if local.exists():
         return local
@@ -363,7 +363,7 @@ def load_or_train(name: str, *, config: Mapping, build: Callable[[dict], nn.Modu
     from .profiles import get_profile
     from .runtime import get_device
 
-    profile = profile if profile is not None and not isinstance(profile, str) else get_profile(profile)
+    profile = get_profile(profile)
     device = torch.device(device) if device is not None else get_device()
     config = _jsonable(dict(config))
     local = checkpoint_path(name, profile)

@@ -119,10 +119,6 @@ _COURSE_PREPROCESS = {"size": 32, "mode": "RGB", "mean": (0.5, 0.5, 0.5), "std":
                       "interpolation": "bilinear", "resize_mode": "squash", "fill_color": 0}
 
 
-def _profile(profile) -> Profile:
-    return profile if isinstance(profile, Profile) else get_profile(profile)
-
-
 def clip_config(profile: Profile | str | None = None, *, image_size: int | None = None,
                 two_object_fraction: float | None = None) -> dict:
     """The course CLIP's config, in open_clip's own format, plus how it is trained.
@@ -140,7 +136,7 @@ def clip_config(profile: Profile | str | None = None, *, image_size: int | None 
         ``"training"`` records the training recipe, so that a checkpoint trained with
         another recipe is not silently reused (``load_or_train`` compares configs).
     """
-    p = _profile(profile)
+    p = get_profile(profile)
     c = p.clip
     size = int(image_size or p.data.image_size)
     for what, width, heads in (("vision", c.vision_width, c.vision_heads),
@@ -429,7 +425,7 @@ def training_data(config: Mapping, profile: Profile | str | None = None, seed: i
     """
     from .data import WorldDataset, make_loader
 
-    profile = _profile(profile)
+    profile = get_profile(profile)
     seed = profile.seed if seed is None else seed
 
     t = config["training"]
@@ -464,7 +460,7 @@ def train_clip(model: open_clip.CLIP, *, config: Mapping | None = None,
         ``(history, method)``; ``history.step``, ``.seconds`` and ``.stopped_by``
         say how it went; ``method.scale_history`` holds the learned temperature.
     """
-    p = _profile(profile)
+    p = get_profile(profile)
     config = dict(config or clip_config(p))
     t = config["training"]
     seed = p.seed if seed is None else seed
@@ -505,7 +501,7 @@ def load_or_train_clip(profile: Profile | str | None = None, *, name: str = "cli
         holds the training steps, minutes, seconds per step, final loss, and the
         loss and temperature curves, so they can be drawn after a load too).
     """
-    p = _profile(profile)
+    p = get_profile(profile)
     config = dict(config or clip_config(p))
 
     def train(model, resume_path):

@@ -70,6 +70,7 @@ from .data.world import (
     render_attributes,
     to_float,
 )
+from .profiles import get_profile
 from .training import Method, fit
 
 __all__ = [
@@ -464,14 +465,9 @@ class JudgeTraining(Method):
         return {"loss": loss, "shape_acc": acc}
 
 
-def _profile(profile):
-    from .profiles import Profile, get_profile
-    return profile if isinstance(profile, Profile) else get_profile(profile)
-
-
 def judge_config(profile=None) -> dict:
     """Everything that defines the judge of a profile (stored in and checked against its card)."""
-    p = _profile(profile)
+    p = get_profile(profile)
     s = p.judge
     return {"width": s.width, "image_size": p.data.image_size, "feature_dim": FEATURE_DIM,
             "n_train": s.n_train, "steps": s.steps, "batch_size": s.batch_size, "lr": s.lr,
@@ -523,7 +519,7 @@ def train_judge(judge: Judge, config: Mapping, resume_path=None, profile=None,
     """
     from .data import WorldDataset
 
-    p = _profile(profile)
+    p = get_profile(profile)
     train = WorldDataset("train", n=config["n_train"], image_size=config["image_size"],
                          seed=config["seed"], captions="canonical", combos="all",
                          two_object_fraction=config["two_object_fraction"], profile=p)
@@ -571,7 +567,7 @@ def load_judge(profile=None, *, retrain: bool = False, device=None, verbose: boo
     """
     from .checkpoints import load_or_train
 
-    p = _profile(profile)
+    p = get_profile(profile)
     config = judge_config(p)
     judge, card = load_or_train(
         JUDGE_CHECKPOINT, config=config, build=_build_judge,
@@ -813,7 +809,7 @@ def fd_noise_floor(judge: Judge, attributes=None, n: int | None = None, repeats:
     Returns:
         ``{"mean": ..., "std": ..., "n": n}``.
     """
-    p = _profile(profile)
+    p = get_profile(profile)
     if attributes is None:
         from .data import WorldDataset
         n = p.judge.n_eval if n is None else n
@@ -1067,7 +1063,7 @@ def evaluation_set(profile=None, n: int | None = None, held_out_share: float = 0
     """
     from .data import WorldDataset
 
-    p = _profile(profile)
+    p = get_profile(profile)
     n = p.judge.n_eval if n is None else int(n)
     if n < 2:
         raise ValueError(f"evaluation_set: n must be >= 2, got {n}")
@@ -1129,7 +1125,7 @@ def evaluate(sample_fn: Callable, captions: Sequence[str] | None = None, attribu
         ValueError: captions without attributes; a sampler returning the wrong number of
             images, values outside [-1, 1], or images of another size than the judge's.
     """
-    p = _profile(profile)
+    p = get_profile(profile)
     if judge is None:
         judge = load_judge(p)
     batch_size = int(batch_size or p.data.batch_size)

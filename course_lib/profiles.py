@@ -175,16 +175,19 @@ def detect_profile_name() -> str:
     return "cpu"
 
 
-def get_profile(name: str | None = None) -> Profile:
+def get_profile(name: str | Profile | None = None) -> Profile:
     """The active profile.
 
     Args:
-        name: ``"smoke"``, ``"cpu"`` or ``"gpu"``. ``None`` reads ``COURSE_PROFILE``
-            and falls back to :func:`detect_profile_name`.
+        name: ``"smoke"``, ``"cpu"`` or ``"gpu"``; a :class:`Profile` is returned as it
+            is (so every function can take a profile, its name, or None alike).
+            ``None`` reads ``COURSE_PROFILE`` and falls back to :func:`detect_profile_name`.
 
     Raises:
         UnknownProfileError: for any other name, listing the valid ones.
     """
+    if isinstance(name, Profile):
+        return name
     if name is None:
         name = os.environ.get("COURSE_PROFILE", "").strip() or detect_profile_name()
     key = name.strip().lower()

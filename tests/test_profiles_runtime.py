@@ -90,3 +90,8 @@ def test_workers_are_zero_where_spawn_breaks_notebooks(monkeypatch):
     assert runtime.default_num_workers(4) == 0
     monkeypatch.setattr(platform, "system", lambda: "Linux")
     assert runtime.default_num_workers(1) == 1
+
+
+def test_get_profile_passes_a_profile_through():
+    p = profiles.get_profile("cpu").replace(seed=9)
+    assert profiles.get_profile(p) is p

@@ -47,7 +47,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from course_lib import paths
-from course_lib.profiles import Profile, get_profile
+from course_lib.profiles import get_profile
 from course_lib.runtime import default_num_workers
 
 __all__ = [
@@ -895,8 +895,7 @@ class WorldDataset(Dataset):
                  seed: int = 0, captions: str = "random", combos: str | None = None,
                  two_object_fraction: float | None = None, profile=None, cache: bool = True,
                  cache_dir: str | Path | None = None):
-        if not isinstance(profile, Profile):
-            profile = get_profile(profile)
+        profile = get_profile(profile)
         if split not in SPLITS:
             raise ValueError(f"Unknown split {split!r}: use one of {', '.join(SPLITS)}.")
         if captions not in CAPTION_MODES:
@@ -1027,8 +1026,7 @@ def make_loader(dataset, batch_size: int | None = None, shuffle: bool = True, se
     """
     if profile is None:
         profile = getattr(dataset, "profile", None)
-    if not isinstance(profile, Profile):
-        profile = get_profile(profile)
+    profile = get_profile(profile)
     workers = default_num_workers(profile.data.num_workers if num_workers is None else num_workers)
     generator = torch.Generator()
     generator.manual_seed(int(seed))
