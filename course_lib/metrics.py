@@ -943,17 +943,6 @@ def clip_score(model, images, captions: Sequence[str], batch_size: int = 256) ->
 # ============================================================================ speed
 
 
-def _synchronize(device) -> None:
-    """Wait for queued GPU work, so the clock measures the work and not its queueing."""
-    device = torch.device(device) if device is not None else None
-    if device is not None and device.type == "cuda" and torch.cuda.is_available():
-        torch.cuda.synchronize(device)
-    elif device is not None and device.type == "mps" and hasattr(torch, "mps"):
-        torch.mps.synchronize()
-    elif device is None and torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def images_per_second(sample_fn: Callable, batch_size: int, captions: Sequence[str] | None = None,
                       *, warmup: int = 1, repeats: int = 3, device=None) -> dict:
     """How many images per second ``sample_fn`` makes at ``batch_size``.
@@ -971,7 +960,7 @@ def images_per_second(sample_fn: Callable, batch_size: int, captions: Sequence[s
         ``{"images_per_s": batch_size / median seconds per call, "seconds_per_batch":
         median, "batch_size": ..., "device": "cpu"}``.
     """
-    from .runtime import get_device
+    from .runtime import Timer, get_device
 
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError("images_per_second: batch_size and repeats must be >= 1, warmup >= 0")
@@ -983,14 +972,11 @@ def images_per_second(sample_fn: Callable, batch_size: int, captions: Sequence[s
         raise ValueError(f"images_per_second: {len(captions)} captions for a batch of {batch_size}")
     for _ in range(warmup):
         sample_fn(captions)
-    _synchronize(device)
     times = []
     for _ in range(repeats):
-        _synchronize(device)
-        t0 = time.perf_counter()
-        sample_fn(captions)
-        _synchronize(device)
-        times.append(time.perf_counter() - t0)
+        with Timer(sync=True, device=device) as t:   # synchronised before and after
+            sample_fn(captions)
+        times.append(t.seconds)
     sec = statistics.median(times)
     return {"images_per_s": batch_size / sec if sec > 0 else float("inf"),
             "seconds_per_batch": sec, "batch_size": batch_size, "device": device.type}

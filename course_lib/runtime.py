@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 __all__ = ["get_device", "seed_everything", "mixed_precision_for", "get_accelerator",
-           "Timer", "timed", "default_num_workers", "describe_runtime"]
+           "Timer", "timed", "synchronize", "default_num_workers", "describe_runtime"]
 
 
 def get_device(preferred: str | None = None) -> torch.device:
@@ -113,6 +113,17 @@ def default_num_workers(requested: int | None = None) -> int:
     return max(0, min(n, os.cpu_count() or 1))
 
 
+def synchronize(device: torch.device | str | None = None) -> None:
+    """Wait for work queued on ``device`` (CUDA or MPS), so a clock measures the work
+    and not its queueing. ``None``: the current CUDA device, if any. No-op on CPU."""
+    device = torch.device(device) if device is not None else None
+    if device is None or device.type == "cuda":
+        if torch.cuda.is_available():
+            torch.cuda.synchronize(device)
+    elif device.type == "mps" and _mps_available():
+        torch.mps.synchronize()
+
+
 class Timer:
     """Wall-clock timer, usable as a context manager.
 
@@ -121,17 +132,19 @@ class Timer:
     >>> t.seconds >= 0
     True
 
-    On CUDA, pass ``sync=True`` to wait for queued GPU work before reading the clock.
+    On a GPU, pass ``sync=True`` (and the ``device``, for Apple MPS) to wait for
+    queued work before reading the clock (:func:`synchronize`).
     """
 
-    def __init__(self, sync: bool = False):
+    def __init__(self, sync: bool = False, device: torch.device | str | None = None):
         self.sync = sync
+        self.device = device
         self.start: float | None = None
         self.seconds: float = 0.0
 
     def _now(self) -> float:
-        if self.sync and torch.cuda.is_available():
-            torch.cuda.synchronize()
+        if self.sync:
+            synchronize(self.device)
         return time.perf_counter()
 
     def __enter__(self) -> Timer:
