@@ -11,6 +11,7 @@ profiles       smoke / cpu / gpu sizes, chosen by COURSE_PROFILE
 runtime        device, seeding, mixed precision, timers
 data           the generated world (shapes, colours, captions, splits);
                ImageTextFolder for your own images
+images         the one image check: (N, 3, H, W) floats in [-1, 1]
 training       the one training loop (progress, EMA, checkpoints, resume)
 checkpoints    safetensors + JSON card; load_or_train
 viz            image grids, comparisons, loss curves, live plots
@@ -25,4 +26,4 @@ Submodules are imported on use (``from course_lib import data``) so that
 """
 __version__ = "0.1.0"
 
-__all__ = ["profiles", "runtime", "data", "training", "checkpoints", "viz", "paths", "clip", "metrics"]
+__all__ = ["profiles", "runtime", "data", "images", "training", "checkpoints", "viz", "paths", "clip", "metrics"]

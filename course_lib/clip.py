@@ -73,6 +73,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints
+from .images import check_images
 from .profiles import Profile, get_profile
 from .training import History, Method, fit
 
@@ -525,18 +526,14 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def _prepare_images(model: nn.Module, images) -> torch.Tensor:
-    """Course images -> what ``model.visual`` expects (size and normalisation)."""
-    if not isinstance(images, torch.Tensor):
-        images = torch.as_tensor(np.asarray(images))
-    if images.dtype == torch.uint8:
-        if images.ndim == 3:
-            images = images[None]
-        images = images.movedim(-1, -3).float() / 127.5 - 1.0
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"Images must be float (N, 3, H, W) in [-1, 1] or uint8 (N, H, W, 3); "
-                         f"got shape {tuple(images.shape)}.")
+    """Course images -> what ``model.visual`` expects (size and normalisation).
+
+    Checked by the package's one image check (:func:`course_lib.images.check_images`):
+    float (N, 3, H, W) in [-1, 1] or uint8 (N, H, W, 3); one image gets a batch axis.
+    """
+    if not isinstance(images, (torch.Tensor, np.ndarray)):
+        images = np.asarray(images)
+    images = check_images(images, "CLIP images", single=True)
     cfg = open_clip.get_model_preprocess_cfg(model)
     size = cfg.get("size", model.visual.image_size)
     size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))

@@ -70,6 +70,7 @@ from .data.world import (
     render_attributes,
     to_float,
 )
+from .images import check_images
 from .profiles import get_profile
 from .training import Method, fit
 
@@ -107,35 +108,9 @@ JUDGE_RECIPE = 1
 
 
 def _check_images(images, what: str = "images") -> torch.Tensor:
-    """Images as a float (N, 3, H, W) tensor in [-1, 1]; clear errors otherwise.
-
-    Accepts float tensors (N, 3, H, W) in [-1, 1] (what the models produce; values a
-    little outside, up to +-1.5, are clipped) and uint8 pixels (N, H, W, 3) as a tensor
-    or NumPy array (what the renderer produces).
-    """
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{what}: expected a tensor or NumPy array of images, got "
-                        f"{type(images).__name__}")
-    if images.dtype == torch.uint8:
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"{what}: uint8 images must be (N, H, W, 3), got {tuple(images.shape)}")
-        return to_float(images)
-    if not images.is_floating_point():
-        raise TypeError(f"{what}: expected float images in [-1, 1] or uint8 pixels, got {images.dtype}")
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"{what}: float images must be (N, 3, H, W), got {tuple(images.shape)}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{what}: no images (N = 0)")
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{what}: contains NaN or infinite values")
-    lo, hi = float(images.min()), float(images.max())
-    if lo < -1.5 or hi > 1.5:
-        raise ValueError(f"{what}: values span [{lo:.2f}, {hi:.2f}], but the course's images are in "
-                         "[-1, 1]. Convert [0, 1] images with x * 2 - 1 (or uint8 with data.to_float).")
-    # a little outside [-1, 1] (an unclipped diffusion sample): clip, as saving an image would
-    return images.float().clamp(-1.0, 1.0)
+    """Images as a float (N, 3, H, W) tensor in [-1, 1]: the package's one image check
+    (:func:`course_lib.images.check_images`; uint8 pixels (N, H, W, 3) are converted)."""
+    return check_images(images, what)
 
 
 def as_attributes(attributes, n: int | None = None) -> dict[str, torch.Tensor]:

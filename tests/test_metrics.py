@@ -348,7 +348,10 @@ def test_images_are_checked_with_a_hint():
         M._check_images([[0.0]])
     pixels = torch.full((1, 8, 8, 3), 255, dtype=torch.uint8)
     assert M._check_images(pixels).shape == (1, 3, 8, 8) and M._check_images(pixels).max() == 1.0
-    assert M._check_images(torch.full((1, 3, 4, 4), 1.2)).max() == 1.0     # a little over: clipped
+    with pytest.raises(ValueError, match="outside"):                     # a little over: the sampler clamps
+        M._check_images(torch.full((1, 3, 4, 4), 1.2))
+    with pytest.raises(ValueError, match=r"\[0, 1\] images"):           # torchvision's range is caught
+        M._check_images(torch.rand(2, 3, 4, 4))
 
 
 def test_speed_timer_measures_a_known_sleep():
