@@ -1,0 +1,128 @@
+"""What every text-to-image generator of the course shares: its frozen CLIP text
+encoder, the record of which CLIP it was trained on, and the finish of ``sample``.
+
+* :func:`text_encoder` -- the course CLIP of a profile (loaded or trained once by
+  notebook 01's :func:`course_lib.clip.load_or_train_clip`) wrapped as a
+  :class:`course_lib.clip.FrozenTextEncoder`; one per profile and process.
+* :func:`clip_fingerprint` -- a short hash of a CLIP's weights. A generator stores it
+  in its config, so a generator checkpoint loaded beside *another* CLIP (retrained,
+  or a pretrained one) is a clear mismatch error instead of silently wrong pictures.
+* :func:`attach_text_encoder` / :func:`get_text_encoder` -- a generator carries its
+  encoder *beside* its weights (not inside its ``state_dict``), so
+  ``sample(model, captions)`` needs nothing else and its checkpoint never holds CLIP.
+* :func:`finish_samples` -- the last line of every ``sample``: clamp into [-1, 1],
+  then the package's one image check (:func:`course_lib.images.check_images`).
+* :func:`check_captions` -- a non-empty list of strings, or a clear error.
+
+The sampling convention (notebooks 03-09 rely on it): ``sample(model, captions, *,
+seed=0, **options)`` returns float images ``(N, 3, H, W)`` in [-1, 1], one per
+caption; ``load_or_train_<name>(profile=None, *, retrain=False)`` returns
+``(model, card)``.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .images import check_images
+from .profiles import get_profile
+
+__all__ = ["text_encoder", "clip_fingerprint", "clip_dependency", "attach_text_encoder",
+           "get_text_encoder", "finish_samples", "check_captions"]
+
+_ENCODERS: dict[tuple, object] = {}
+
+
+def text_encoder(profile=None, *, device=None, verbose: bool = True):
+    """The profile's course CLIP as a frozen text encoder (trained by notebook 01 if missing).
+
+    Returns:
+        a :class:`course_lib.clip.FrozenTextEncoder`; ``.clip`` is the whole CLIP (its
+        image tower serves CLIP losses and GALIP), ``.fingerprint`` its
+        :func:`clip_fingerprint`.
+    """
+    from .clip import FrozenTextEncoder, load_or_train_clip
+    from .runtime import get_device
+
+    p = get_profile(profile)
+    device = torch.device(device) if device is not None else get_device()
+    key = (p.name, p.clip, p.data.image_size, str(device))
+    enc = _ENCODERS.get(key)
+    if enc is None:
+        model, _card = load_or_train_clip(p, device=device, verbose=verbose)
+        enc = FrozenTextEncoder(model)
+        enc.fingerprint = clip_fingerprint(model)
+        _ENCODERS[key] = enc
+    return enc
+
+
+def clip_fingerprint(model: nn.Module) -> str:
+    """A 12-hex-digit hash of a CLIP's weights (names, shapes and values)."""
+    h = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(value.shape)).encode())
+        h.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def clip_dependency(encoder) -> dict:
+    """What a generator's config records of the CLIP it conditions on."""
+    return {"embed_dim": int(encoder.embed_dim), "width": int(encoder.width),
+            "context_length": int(encoder.context_length),
+            "fingerprint": getattr(encoder, "fingerprint", None) or clip_fingerprint(encoder.clip)}
+
+
+def attach_text_encoder(model: nn.Module, encoder, expected: dict | None = None) -> nn.Module:
+    """Give ``model`` its frozen text encoder (kept out of ``state_dict`` and ``parameters``).
+
+    Args:
+        expected: the ``clip_dependency`` the model was trained with (from its config);
+            a different CLIP is a clear error.
+    """
+    if expected:
+        found = clip_dependency(encoder)
+        diff = [f"{k}: trained with {expected[k]!r}, given {found[k]!r}" for k in expected
+                if k in found and expected[k] != found[k]]
+        if diff:
+            from .checkpoints import CheckpointMismatchError
+            raise CheckpointMismatchError(
+                f"{type(model).__name__} was trained on another CLIP than the one given ("
+                + "; ".join(diff) + "). Its pictures would not follow the captions. Fix: use the "
+                "CLIP it was trained with, or retrain the generator (retrain=True) on this CLIP.")
+    object.__setattr__(model, "_text_encoder", encoder)     # not a submodule: never saved, never trained
+    return model
+
+
+def get_text_encoder(model: nn.Module):
+    enc = getattr(model, "_text_encoder", None)
+    if enc is None:
+        raise RuntimeError(f"{type(model).__name__} has no text encoder. Load it with its "
+                           "load_or_train_* function, or call "
+                           "course_lib.conditioning.attach_text_encoder(model, encoder).")
+    return enc
+
+
+def check_captions(captions, what: str = "captions") -> list[str]:
+    """A list of non-empty strings (one str becomes a list of one)."""
+    if isinstance(captions, str):
+        captions = [captions]
+    if isinstance(captions, (bytes, dict)) or not isinstance(captions, Sequence):
+        raise TypeError(f"{what}: expected a list of strings, got {type(captions).__name__}.")
+    captions = list(captions)
+    if not captions:
+        raise ValueError(f"{what}: no captions (an empty list). Give at least one caption.")
+    for i, c in enumerate(captions):
+        if not isinstance(c, str):
+            raise TypeError(f"{what}: caption {i} is a {type(c).__name__} ({c!r}), not a str.")
+        if not c.strip():
+            raise ValueError(f"{what}: caption {i} is empty. Every image needs a caption.")
+    return captions
+
+
+def finish_samples(images: torch.Tensor, what: str = "sample") -> torch.Tensor:
+    """Clamp a sampler's output into [-1, 1] and pass it through the one image check."""
+    return check_images(images.detach().clamp(-1.0, 1.0), what, allow_unit_range=True)
