@@ -19,6 +19,10 @@ clip           the course's small CLIP (open_clip), zero-shot, retrieval,
                pretrained weights, frozen text encoder      (notebook 01)
 metrics        the judge, alignment, Frechet distance, diversity, CLIP
                score, speed, evaluate()                     (notebook 02)
+conditioning   what every generator shares: the frozen CLIP text
+               encoder, its fingerprint, the finish of sample()
+gan            a CLIP-conditioned GAN (DF-GAN style): losses,
+               training, sampling, interpolation           (notebook 03)
 =============  =========================================================
 
 Submodules are imported on use (``from course_lib import data``) so that
@@ -26,4 +30,5 @@ Submodules are imported on use (``from course_lib import data``) so that
 """
 __version__ = "0.1.0"
 
-__all__ = ["profiles", "runtime", "data", "images", "training", "checkpoints", "viz", "paths", "clip", "metrics"]
+__all__ = ["profiles", "runtime", "data", "images", "training", "checkpoints", "viz", "paths", "clip",
+           "metrics", "conditioning", "gan"]

@@ -95,7 +95,7 @@ __all__ = [
     # 7. real weights
     "PretrainedUnavailableError", "downloads_allowed", "load_pretrained", "save_open_clip_dir",
     # 8. for the generators
-    "FrozenTextEncoder", "image_intermediates",
+    "FrozenTextEncoder", "image_intermediates", "to_model_input",
 ]
 
 # =============================================================================
@@ -533,7 +533,16 @@ def _prepare_images(model: nn.Module, images) -> torch.Tensor:
     """
     if not isinstance(images, (torch.Tensor, np.ndarray)):
         images = np.asarray(images)
-    images = check_images(images, "CLIP images", single=True)
+    return to_model_input(model, check_images(images, "CLIP images", single=True))
+
+
+def to_model_input(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Checked float images in [-1, 1] -> the size and normalisation ``model.visual`` expects.
+
+    Differentiable and unchecked: a generator's CLIP loss calls it on every training
+    step (notebooks 03-04). For the course CLIP (mean = std = 0.5 at its own size) it is
+    the identity -- exactly one mapping from [-1, 1], never two.
+    """
     cfg = open_clip.get_model_preprocess_cfg(model)
     size = cfg.get("size", model.visual.image_size)
     size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))

@@ -82,7 +82,7 @@ __all__ = [
     "blur", "add_noise", "shift", "wrong_colors", "collapse", "BLUR_SIGMA", "NOISE_STD",
     # metrics
     "as_attributes", "held_out_mask", "alignment", "shuffled_chance", "frechet_distance",
-    "fd_noise_floor", "diversity", "clip_score", "images_per_second", "time_to_target",
+    "fd_noise_floor", "diversity", "smoothness", "clip_score", "images_per_second", "time_to_target",
     "TimeToTarget", "evaluation_set", "evaluate", "Report",
 ]
 
@@ -838,6 +838,30 @@ def diversity(images, judge: Judge | None = None, asked=None, batch_size: int = 
         out["distinct"] = {k: int(torch.unique(pred[k]).numel())
                            for k in ("shape", "color", "size", "position") if k not in fixed}
     return out
+
+
+def smoothness(strip, judge: Judge) -> dict[str, float]:
+    """How smoothly an interpolation strip changes, in the judge's feature space.
+
+    For images ``x_0 .. x_{n-1}`` along a path (noise or caption interpolation), the
+    steps are ``d_i = ‖f(x_{i+1}) - f(x_i)‖`` with ``f`` the judge's penultimate
+    features. A smooth path moves in small, even steps; a jump (the picture snapping
+    from one object to another) shows as one large step.
+
+    Returns:
+        ``{"mean_step", "var_step", "max_over_mean" (1 = perfectly even; a jump makes it
+        large), "path" (the sum of the steps), "direct" (endpoint to endpoint)}``.
+        The notebooks use ``max_over_mean`` as "the course's smoothness number".
+    """
+    x = _check_images(strip, "strip")
+    if len(x) < 3:
+        raise ValueError(f"smoothness: a strip needs at least 3 images, got {len(x)}")
+    f = judge.embed(x)
+    steps = (f[1:] - f[:-1]).norm(dim=1)
+    mean = float(steps.mean())
+    return {"mean_step": mean, "var_step": float(steps.var(unbiased=False)),
+            "max_over_mean": float(steps.max()) / max(mean, 1e-12), "path": float(steps.sum()),
+            "direct": float((f[-1] - f[0]).norm())}
 
 
 # ============================================================================ CLIP score

@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 
 __all__ = ["Profile", "DataSizes", "ClipSizes", "JudgeSizes", "PROFILES",
-           "PROFILE_NAMES", "get_profile", "detect_profile_name", "UnknownProfileError"]
+           "PROFILE_NAMES", "GanSizes", "get_profile", "detect_profile_name", "UnknownProfileError"]
 
 
 class UnknownProfileError(ValueError):
@@ -76,6 +76,27 @@ class JudgeSizes:
 
 
 @dataclass(frozen=True)
+class GanSizes:
+    """The CLIP-conditioned GAN (course_lib.gan, notebook 03)."""
+    noise_dim: int = 32
+    g_width: int = 32              # generator channels at full size (x4 at the 4x4 start)
+    d_width: int = 32              # discriminator channels at full size (x4 at 4x4)
+    d_head: str = "projection"     # "concat" (DF-GAN) or "projection" (Miyato & Koyama)
+    n_train: int = 50_000
+    batch_size: int = 64
+    steps: int = 3_000
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    ma_gp_weight: float = 2.0      # k of MA-GP, k * mean(|grad|^p) (DF-GAN: 2, 6)
+    ma_gp_power: float = 6.0
+    ma_gp_every: int = 4           # lazy regularisation: every this many steps
+    clip_weight: float = 1.0       # the article's CLIP loss in G's objective
+    ema_decay: float = 0.995       # EMA of the generator's weights (0: none)
+    max_minutes: float = 6.0
+    ablation_minutes: float = 1.0  # budget of each short run of notebook 03's CLIP-loss ablation
+
+
+@dataclass(frozen=True)
 class Profile:
     """Every size one profile gives the course. Read-only: use :meth:`replace`."""
     name: str
@@ -83,6 +104,7 @@ class Profile:
     data: DataSizes = field(default_factory=DataSizes)
     clip: ClipSizes = field(default_factory=ClipSizes)
     judge: JudgeSizes = field(default_factory=JudgeSizes)
+    gan: GanSizes = field(default_factory=GanSizes)
     seed: int = 0
     #: Steps of the small demonstrations (notebook 00's tour of the training loop).
     demo_steps: int = 150
@@ -132,6 +154,8 @@ PROFILES: dict[str, Profile] = {
                        steps=800, batch_size=64, warmup_steps=20, max_minutes=1.0),
         judge=JudgeSizes(width=16, n_train=6_000, steps=800, batch_size=128, max_minutes=1.0,
                          n_eval=500),
+        gan=GanSizes(g_width=16, d_width=16, n_train=4_000, batch_size=32, steps=300,
+                     max_minutes=0.5, ablation_minutes=0.1),
         demo_steps=60,
         use_shipped_checkpoints=False,
         plot_every_s=30.0,

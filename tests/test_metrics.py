@@ -431,3 +431,19 @@ def test_evaluation_set_mixes_seen_and_held_out(workdir):
     held = M.held_out_mask(attrs)
     assert len(captions) == 40 and int(held.sum()) == 10
     assert captions[0] == canonical_caption({k: int(v[0]) for k, v in attrs.items()})
+
+
+def test_smoothness_sees_a_jump(judge):
+    """An even fade between two images is smooth; the same strip with a sudden switch is not."""
+    from course_lib.data import WorldDataset
+    ds = WorldDataset("test", n=2, profile="cpu")
+    a, b = ds.float_images()
+    t = torch.linspace(0, 1, 8)[:, None, None, None]
+    fade = (1 - t) * a + t * b
+    jump = torch.stack([a] * 4 + [b] * 4)
+    s_fade, s_jump = M.smoothness(fade, judge), M.smoothness(jump, judge)
+    assert s_jump["max_over_mean"] == pytest.approx(7.0, rel=1e-4)      # one step carries it all
+    assert s_fade["max_over_mean"] < s_jump["max_over_mean"]
+    assert s_fade["path"] >= s_fade["direct"] - 1e-4
+    with pytest.raises(ValueError, match="at least 3"):
+        M.smoothness(fade[:2], judge)
