@@ -362,11 +362,12 @@ class GANMethod(Method):
         if gp_now:
             real_in, s_in = images.detach().requires_grad_(True), s.detach().requires_grad_(True)
         core_d = getattr(D, "module", D)
-        feats_real = D(real_in)
+        fake = G(z, s)
+        # real and fake images through D in one batch (fewer, larger operations: faster on a CPU)
+        feats_real, feats_fake = D(torch.cat([real_in, fake.detach()])).chunk(2)
         real_score = core_d.score(feats_real, s_in)
         mis_score = core_d.score(feats_real, mismatched(s))
-        fake = G(z, s)
-        fake_score = core_d.score(D(fake.detach()), s)
+        fake_score = core_d.score(feats_fake, s)
         loss_d = d_hinge_loss(real_score, fake_score, mis_score)
         out = {"loss_d": loss_d.detach()}
         if gp_now:
