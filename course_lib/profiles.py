@@ -93,7 +93,6 @@ class GanSizes:
     clip_weight: float = 1.0       # the article's CLIP loss in G's objective
     ema_decay: float = 0.995       # EMA of the generator's weights (0: none)
     max_minutes: float = 6.0       # a guard: the steps are sized to end well before it
-    ablation_minutes: float = 1.0  # budget of each short run of notebook 03's CLIP-loss ablation
 
 
 @dataclass(frozen=True)
@@ -154,7 +153,7 @@ PROFILES: dict[str, Profile] = {
                        steps=800, batch_size=64, warmup_steps=20, max_minutes=1.0),
         judge=JudgeSizes(width=16, n_train=6_000, steps=800, batch_size=128, max_minutes=1.0,
                          n_eval=500),
-        gan=GanSizes(n_train=4_000, steps=200, max_minutes=1.0, ablation_minutes=0.1),
+        gan=GanSizes(n_train=4_000, steps=200, max_minutes=1.0),
         demo_steps=60,
         use_shipped_checkpoints=False,
         plot_every_s=30.0,
@@ -175,7 +174,7 @@ PROFILES: dict[str, Profile] = {
         judge=JudgeSizes(width=48, n_train=60_000, steps=3_000, batch_size=256,
                          max_minutes=5.0, n_eval=5_000),
         gan=GanSizes(g_width=32, d_width=32, n_train=100_000, batch_size=64, steps=8_000,
-                     lr_g=4e-4, lr_d=4e-4, max_minutes=10.0, ablation_minutes=2.0),
+                     lr_g=4e-4, lr_d=4e-4, max_minutes=10.0),
         use_shipped_checkpoints=False,
         plot_every_s=5.0,
     ),
