@@ -23,7 +23,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["Profile", "DataSizes", "ClipSizes", "JudgeSizes", "PROFILES",
+__all__ = ["Profile", "DataSizes", "ClipSizes", "JudgeSizes", "VaeSizes", "AutoencoderSizes",
+           "PROFILES",
            "PROFILE_NAMES", "get_profile", "detect_profile_name", "UnknownProfileError"]
 
 
@@ -76,6 +77,35 @@ class JudgeSizes:
 
 
 @dataclass(frozen=True)
+class VaeSizes:
+    """The CLIP-conditioned VAE (course_lib.vae, notebook 05)."""
+    fusion: str = "cvae"           # how the text enters: add | concat | film | cvae
+    latent_dim: int = 32
+    width: int = 32                # channels of the first encoder stage (x2 per stage)
+    text_dim: int = 64             # the projected CLIP text embedding
+    beta: float = 1.0              # weight of the KL term of the ELBO
+    steps: int = 1_500
+    batch_size: int = 128
+    lr: float = 2e-3
+    max_minutes: float = 4.0
+    compare_steps: int = 400       # each fusion of notebook 05's comparison table
+    compare_minutes: float = 1.0
+
+
+@dataclass(frozen=True)
+class AutoencoderSizes:
+    """The KL autoencoder, first stage of latent diffusion (course_lib.vae, notebooks 05-07)."""
+    latent_channels: int = 4
+    block_out_channels: tuple = (16, 32)   # one block per level: 2 levels = 32x32 -> 16x16
+    layers_per_block: int = 1
+    kl_weight: float = 1e-3
+    steps: int = 1_000
+    batch_size: int = 32
+    lr: float = 2e-3
+    max_minutes: float = 2.5
+
+
+@dataclass(frozen=True)
 class Profile:
     """Every size one profile gives the course. Read-only: use :meth:`replace`."""
     name: str
@@ -83,6 +113,8 @@ class Profile:
     data: DataSizes = field(default_factory=DataSizes)
     clip: ClipSizes = field(default_factory=ClipSizes)
     judge: JudgeSizes = field(default_factory=JudgeSizes)
+    vae: VaeSizes = field(default_factory=VaeSizes)
+    autoencoder: AutoencoderSizes = field(default_factory=AutoencoderSizes)
     seed: int = 0
     #: Steps of the small demonstrations (notebook 00's tour of the training loop).
     demo_steps: int = 150
