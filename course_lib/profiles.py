@@ -88,7 +88,7 @@ class VaeSizes:
     batch_size: int = 128
     lr: float = 2e-3
     max_minutes: float = 4.0
-    compare_steps: int = 400       # each fusion of notebook 05's comparison table
+    compare_steps: int = 300       # each fusion of notebook 05's comparison table (and beta sweep)
     compare_minutes: float = 1.0
 
 
@@ -164,6 +164,10 @@ PROFILES: dict[str, Profile] = {
                        steps=800, batch_size=64, warmup_steps=20, max_minutes=1.0),
         judge=JudgeSizes(width=16, n_train=6_000, steps=800, batch_size=128, max_minutes=1.0,
                          n_eval=500),
+        vae=VaeSizes(latent_dim=16, width=16, text_dim=32, steps=400, batch_size=64, lr=3e-3,
+                     max_minutes=0.5, compare_steps=100, compare_minutes=0.2),
+        autoencoder=AutoencoderSizes(block_out_channels=(8, 16), steps=200, batch_size=32,
+                                     lr=3e-3, max_minutes=0.4),
         demo_steps=60,
         use_shipped_checkpoints=False,
         plot_every_s=30.0,
@@ -183,6 +187,10 @@ PROFILES: dict[str, Profile] = {
                        max_minutes=10.0),
         judge=JudgeSizes(width=48, n_train=60_000, steps=3_000, batch_size=256,
                          max_minutes=5.0, n_eval=5_000),
+        vae=VaeSizes(latent_dim=64, width=64, text_dim=128, steps=6_000, batch_size=256,
+                     lr=1e-3, max_minutes=6.0, compare_steps=1_500, compare_minutes=1.5),
+        autoencoder=AutoencoderSizes(block_out_channels=(64, 128), steps=4_000, batch_size=64,
+                                     lr=1e-3, max_minutes=5.0),
         use_shipped_checkpoints=False,
         plot_every_s=5.0,
     ),
