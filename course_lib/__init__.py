@@ -19,6 +19,8 @@ clip           the course's small CLIP (open_clip), zero-shot, retrieval,
                pretrained weights, frozen text encoder      (notebook 01)
 metrics        the judge, alignment, Frechet distance, diversity, CLIP
                score, speed, evaluate()                     (notebook 02)
+vae            the CLIP-conditioned VAE and its fusions; the KL
+               autoencoder of latent diffusion              (notebook 05)
 =============  =========================================================
 
 Submodules are imported on use (``from course_lib import data``) so that
@@ -26,4 +28,5 @@ Submodules are imported on use (``from course_lib import data``) so that
 """
 __version__ = "0.1.0"
 
-__all__ = ["profiles", "runtime", "data", "images", "training", "checkpoints", "viz", "paths", "clip", "metrics"]
+__all__ = ["profiles", "runtime", "data", "images", "training", "checkpoints", "viz", "paths", "clip",
+           "metrics", "vae"]
