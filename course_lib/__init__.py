@@ -23,6 +23,8 @@ conditioning   what every generator shares: the frozen CLIP text
                encoder, its fingerprint, the finish of sample()
 gan            a CLIP-conditioned GAN (DF-GAN style): losses,
                training, sampling, interpolation           (notebook 03)
+vae            the CLIP-conditioned VAE and its fusions; the KL
+               autoencoder of latent diffusion              (notebook 05)
 =============  =========================================================
 
 Submodules are imported on use (``from course_lib import data``) so that
@@ -31,4 +33,4 @@ Submodules are imported on use (``from course_lib import data``) so that
 __version__ = "0.1.0"
 
 __all__ = ["profiles", "runtime", "data", "images", "training", "checkpoints", "viz", "paths", "clip",
-           "metrics", "conditioning", "gan"]
+           "metrics", "conditioning", "gan", "vae"]

@@ -23,8 +23,9 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-__all__ = ["Profile", "DataSizes", "ClipSizes", "JudgeSizes", "PROFILES",
-           "PROFILE_NAMES", "GanSizes", "get_profile", "detect_profile_name", "UnknownProfileError"]
+__all__ = ["Profile", "DataSizes", "ClipSizes", "JudgeSizes", "GanSizes", "VaeSizes",
+           "AutoencoderSizes", "PROFILES", "PROFILE_NAMES", "get_profile", "detect_profile_name",
+           "UnknownProfileError"]
 
 
 class UnknownProfileError(ValueError):
@@ -96,6 +97,35 @@ class GanSizes:
 
 
 @dataclass(frozen=True)
+class VaeSizes:
+    """The CLIP-conditioned VAE (course_lib.vae, notebook 05)."""
+    fusion: str = "cvae"           # how the text enters: add | concat | film | cvae
+    latent_dim: int = 32
+    width: int = 32                # channels of the first encoder stage (x2 per stage)
+    text_dim: int = 64             # the projected CLIP text embedding
+    beta: float = 1.0              # weight of the KL term of the ELBO
+    steps: int = 1_500
+    batch_size: int = 128
+    lr: float = 2e-3
+    max_minutes: float = 4.0
+    compare_steps: int = 300       # each fusion of notebook 05's comparison table (and beta sweep)
+    compare_minutes: float = 1.0
+
+
+@dataclass(frozen=True)
+class AutoencoderSizes:
+    """The KL autoencoder, first stage of latent diffusion (course_lib.vae, notebooks 05-07)."""
+    latent_channels: int = 4
+    block_out_channels: tuple = (16, 32)   # one block per level: 2 levels = 32x32 -> 16x16
+    layers_per_block: int = 1
+    kl_weight: float = 1e-3
+    steps: int = 1_000
+    batch_size: int = 32
+    lr: float = 2e-3
+    max_minutes: float = 2.5
+
+
+@dataclass(frozen=True)
 class Profile:
     """Every size one profile gives the course. Read-only: use :meth:`replace`."""
     name: str
@@ -104,6 +134,8 @@ class Profile:
     clip: ClipSizes = field(default_factory=ClipSizes)
     judge: JudgeSizes = field(default_factory=JudgeSizes)
     gan: GanSizes = field(default_factory=GanSizes)
+    vae: VaeSizes = field(default_factory=VaeSizes)
+    autoencoder: AutoencoderSizes = field(default_factory=AutoencoderSizes)
     seed: int = 0
     #: Steps of the small demonstrations (notebook 00's tour of the training loop).
     demo_steps: int = 150
@@ -154,6 +186,10 @@ PROFILES: dict[str, Profile] = {
         judge=JudgeSizes(width=16, n_train=6_000, steps=800, batch_size=128, max_minutes=1.0,
                          n_eval=500),
         gan=GanSizes(n_train=4_000, steps=200, max_minutes=1.0),
+        vae=VaeSizes(latent_dim=16, width=16, text_dim=32, steps=400, batch_size=64, lr=3e-3,
+                     max_minutes=0.5, compare_steps=100, compare_minutes=0.2),
+        autoencoder=AutoencoderSizes(block_out_channels=(8, 16), steps=200, batch_size=32,
+                                     lr=3e-3, max_minutes=0.4),
         demo_steps=60,
         use_shipped_checkpoints=False,
         plot_every_s=30.0,
@@ -175,6 +211,10 @@ PROFILES: dict[str, Profile] = {
                          max_minutes=5.0, n_eval=5_000),
         gan=GanSizes(g_width=32, d_width=32, n_train=100_000, batch_size=64, steps=8_000,
                      lr_g=4e-4, lr_d=4e-4, ema_decay=0.999, max_minutes=10.0),
+        vae=VaeSizes(latent_dim=64, width=64, text_dim=128, steps=6_000, batch_size=256,
+                     lr=1e-3, max_minutes=6.0, compare_steps=1_500, compare_minutes=1.5),
+        autoencoder=AutoencoderSizes(block_out_channels=(64, 128), steps=4_000, batch_size=64,
+                                     lr=1e-3, max_minutes=5.0),
         use_shipped_checkpoints=False,
         plot_every_s=5.0,
     ),
