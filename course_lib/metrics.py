@@ -843,24 +843,25 @@ def diversity(images, judge: Judge | None = None, asked=None, batch_size: int = 
 def smoothness(strip, judge: Judge) -> dict[str, float]:
     """How smoothly an interpolation strip changes, in the judge's feature space.
 
-    For images ``x_0 .. x_{n-1}`` along a path (noise or caption interpolation), the
-    steps are ``d_i = ‖f(x_{i+1}) - f(x_i)‖`` with ``f`` the judge's penultimate
-    features. A smooth path moves in small, even steps; a jump (the picture snapping
-    from one object to another) shows as one large step.
+    For images ``x_0 .. x_{n-1}`` along a path (noise, caption or embedding
+    interpolation), the steps are ``d_i = ‖f(x_{i+1}) - f(x_i)‖`` with ``f`` the judge's
+    penultimate features. A smooth path moves in small, even steps; a jump (the picture
+    snapping from one object to another) shows as one large step.
 
     Returns:
-        ``{"mean_step", "var_step", "max_over_mean" (1 = perfectly even; a jump makes it
-        large), "path" (the sum of the steps), "direct" (endpoint to endpoint)}``.
-        The notebooks use ``max_over_mean`` as "the course's smoothness number".
+        ``{"evenness": mean step / largest step, in (0, 1] -- the course's smoothness
+        number: 1 when every step is equally large, near 1/(n-1) when one step carries
+        the whole change; "mean_step", "var_step", "path" (the sum of the steps),
+        "direct" (endpoint to endpoint)}``.
     """
     x = _check_images(strip, "strip")
     if len(x) < 3:
         raise ValueError(f"smoothness: a strip needs at least 3 images, got {len(x)}")
     f = judge.embed(x)
     steps = (f[1:] - f[:-1]).norm(dim=1)
-    mean = float(steps.mean())
-    return {"mean_step": mean, "var_step": float(steps.var(unbiased=False)),
-            "max_over_mean": float(steps.max()) / max(mean, 1e-12), "path": float(steps.sum()),
+    mean, largest = float(steps.mean()), float(steps.max())
+    return {"evenness": mean / largest if largest > 0 else 1.0, "mean_step": mean,
+            "var_step": float(steps.var(unbiased=False)), "path": float(steps.sum()),
             "direct": float((f[-1] - f[0]).norm())}
 
 

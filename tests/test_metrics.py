@@ -442,8 +442,9 @@ def test_smoothness_sees_a_jump(judge):
     fade = (1 - t) * a + t * b
     jump = torch.stack([a] * 4 + [b] * 4)
     s_fade, s_jump = M.smoothness(fade, judge), M.smoothness(jump, judge)
-    assert s_jump["max_over_mean"] == pytest.approx(7.0, rel=1e-4)      # one step carries it all
-    assert s_fade["max_over_mean"] < s_jump["max_over_mean"]
+    assert s_jump["evenness"] == pytest.approx(1 / 7, rel=1e-4)      # one step carries it all
+    assert s_fade["evenness"] > s_jump["evenness"]
+    assert M.smoothness(torch.stack([a] * 4), judge)["evenness"] == 1.0     # nothing moves: even
     assert s_fade["path"] >= s_fade["direct"] - 1e-4
     with pytest.raises(ValueError, match="at least 3"):
         M.smoothness(fade[:2], judge)

@@ -367,12 +367,3 @@ def test_high_frequency_energy_falls_with_blur():
     assert vae.equivalent_blur(sharp * 2, x) == 0.0
     sigma = vae.equivalent_blur(blurred, x)
     assert 0.75 <= sigma <= 1.25
-
-
-def test_smoothness():
-    even = torch.linspace(-1, 1, 5)[:, None, None, None].expand(5, 3, 4, 4)
-    assert vae.smoothness(even) == pytest.approx(1.0)
-    jump = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0])[:, None, None, None].expand(5, 3, 4, 4)
-    assert vae.smoothness(jump) == pytest.approx(0.25)
-    with pytest.raises(ValueError, match="at least 3"):
-        vae.smoothness(even[:2])

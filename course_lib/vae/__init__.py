@@ -8,8 +8,8 @@ A package split by stage (one notebook, 05, teaches all of it):
 * :mod:`course_lib.vae.autoencoder` -- the KL autoencoder (diffusers ``AutoencoderKL``), the
   first stage of notebooks 06-07: :func:`load_or_train_autoencoder`, :func:`encode_latents`,
   :func:`decode_latents`, the latent scaling factor.
-* :mod:`course_lib.vae.measures` -- sharpness (:func:`high_frequency_energy`) and the
-  smoothness of interpolation strips.
+* :mod:`course_lib.vae.measures` -- sharpness (:func:`high_frequency_energy`,
+  :func:`equivalent_blur`); the smoothness of strips is ``course_lib.metrics.smoothness``.
 
 Sampling follows the course convention: ``sample(model, captions, *, seed=0)`` returns float
 images (N, 3, H, W) in [-1, 1]; ``load_or_train_vae(profile=None, *, retrain=False)``
@@ -50,7 +50,7 @@ from .clip_vae import (
     training_data,
     vae_config,
 )
-from .measures import equivalent_blur, high_frequency_energy, smoothness
+from .measures import equivalent_blur, high_frequency_energy
 
 __all__ = [
     # the CLIP-VAE
@@ -63,5 +63,5 @@ __all__ = [
     "load_or_train_autoencoder", "latent_shape", "encode_latents", "decode_latents",
     "reconstruct_images", "latent_statistics",
     # measures
-    "high_frequency_energy", "equivalent_blur", "smoothness",
+    "high_frequency_energy", "equivalent_blur",
 ]

@@ -1,13 +1,13 @@
-"""Two numbers notebook 05 needs that the evaluation kit does not have: sharpness and smoothness.
+"""Sharpness, the number notebook 05 needs that the evaluation kit does not have.
 
 * :func:`high_frequency_energy` -- how much of an image's energy is in fine detail:
   the mean squared response of a Laplacian filter (a second derivative, large at edges
   and corners, zero on flat areas). Blur lowers it; the source article's "VAE images
   are blurry" becomes a number, comparable with real images of the same captions and
   with real images blurred on purpose (:func:`equivalent_blur`).
-* :func:`smoothness` -- how evenly an interpolation strip changes from frame to frame:
-  the ideal step (total path / number of steps) divided by the largest step, in judge
-  features. 1.0: every step changes the picture equally; near 0: one sudden jump.
+
+Smoothness of interpolation strips is the evaluation kit's, shared by every generator:
+:func:`course_lib.metrics.smoothness` (its "evenness").
 
 Explained in notebook 05, sections "Blurry, measured" and "Controllability".
 """
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..images import check_images
 
-__all__ = ["high_frequency_energy", "equivalent_blur", "smoothness"]
+__all__ = ["high_frequency_energy", "equivalent_blur"]
 
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
@@ -59,25 +59,3 @@ def equivalent_blur(energy: float, real_images, sigmas=(0.0, 0.25, 0.5, 0.75, 1.
         if e1 <= energy <= e0:
             return s0 + (s1 - s0) * (e0 - energy) / max(e0 - e1, 1e-12)
     return curve[-1][0]
-
-
-@torch.no_grad()
-def smoothness(frames, judge=None) -> float:
-    """How evenly an interpolation strip changes: (path length / steps) / largest step.
-
-    Args:
-        frames: float (T, 3, H, W) in [-1, 1], T >= 3, in strip order.
-        judge: measure distances in the judge's features (default: in pixels).
-
-    Returns:
-        a float in (0, 1]; 1.0 when every step is equally large.
-    """
-    x = check_images(frames, "smoothness(frames)")
-    if len(x) < 3:
-        raise ValueError(f"smoothness: a strip needs at least 3 frames, got {len(x)}.")
-    feats = judge.embed(x) if judge is not None else x.flatten(1).cpu()
-    steps = (feats[1:] - feats[:-1]).norm(dim=1)
-    largest = float(steps.max())
-    if largest == 0:
-        return 1.0
-    return float(steps.mean()) / largest
