@@ -99,12 +99,13 @@ def check_images(images, what: str = "images", *, size: int | tuple[int, int] | 
                 "(the profile's image size). Resize them (torch.nn.functional.interpolate, or "
                 "course_lib.data.ImageTextFolder for files), or use the matching profile.")
     x = x.float()
-    finite = torch.isfinite(x)
+    values = x.detach()                  # the checks read values; x keeps its graph (a CLIP loss)
+    finite = torch.isfinite(values)
     if not bool(finite.all()):
         bad = int((~finite).flatten(1).any(1).sum())
         raise ImageBatchError(f"{what}: {bad} of {len(x)} images contain NaN or infinite values "
                               "(a diverged model?). Nothing was graded or shown.")
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = float(values.min()), float(values.max())
     if lo < -1.0 or hi > 1.0:
         raise ImageBatchError(f"{what}: values span [{lo:.3g}, {hi:.3g}], outside [-1, 1]. {_CONVERT} "
                               "A sampler that overshoots should end with "
