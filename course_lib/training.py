@@ -14,9 +14,12 @@ is; :func:`fit` does everything around it, the same way for all of them:
   EMA, step, loss history, RNG), written atomically with safetensors; an
   interrupted run (Ctrl-C, the stop button, a killed kernel) continues where
   the last checkpoint left it when ``fit`` is called again with the same path;
-* a divergence guard: a NaN or infinite loss stops training with a message that
-  says what happened and where the last good checkpoint is; that checkpoint is
-  never overwritten by a diverged state.
+* a divergence guard: a NaN or infinite loss, or a step that leaves a weight
+  non-finite (a finite loss with an infinite gradient does that), stops training
+  with a message that says what happened and where the last good checkpoint is;
+  nothing non-finite (weights, optimizer state, EMA) is ever written to a
+  checkpoint, and after the stop the models in memory are restored to that last
+  good checkpoint (or the message says they hold non-finite weights).
 
 A method looks like this (a one-optimizer example; a GAN calls
 ``ctx.optimize`` twice per step, once for each player)::
@@ -53,11 +56,13 @@ from torch import nn
 from . import checkpoints
 from .runtime import get_accelerator, seed_everything
 
-__all__ = ["Method", "StepContext", "History", "TrainingDiverged", "fit", "load_resume_state"]
+__all__ = ["Method", "StepContext", "History", "TrainingDiverged", "fit", "load_resume_state",
+           "nonfinite"]
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the last good checkpoint was kept."""
+    """A loss, a weight or an optimizer state became NaN or infinite; the last good
+    checkpoint was kept (and, where there is one, restored into the models)."""
 
 
 class Method:
@@ -154,8 +159,9 @@ def _unwrap(accelerator, model: nn.Module) -> nn.Module:
     return accelerator.unwrap_model(model) if accelerator is not None else model
 
 
-def _save_resume(path: Path, method: Method, emas: dict, history: History, accelerator,
-                 extra_card: Mapping | None = None) -> None:
+def _resume_state(method: Method, emas: dict, history: History, accelerator,
+                  extra_card: Mapping | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and card of a resume checkpoint (read back by :func:`load_resume_state`)."""
     tensors: dict[str, torch.Tensor] = {}
     card: dict[str, Any] = {"kind": "resume", "step": history.step, "history": history.as_dict(),
                             "models": sorted(method.models), **(extra_card or {})}
@@ -175,7 +181,29 @@ def _save_resume(path: Path, method: Method, emas: dict, history: History, accel
             tensors[f"ema.{name}.{i}"] = p
     card["ema_steps"] = {name: int(ema.optimization_step) for name, ema in emas.items()}
     tensors["rng.torch"] = torch.get_rng_state()
-    checkpoints.save_checkpoint(path, tensors, card)
+    return tensors, card
+
+
+def nonfinite(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an infinity.
+
+    One fused reduction per device (``torch._foreach_norm`` with ``ord=inf``, which
+    cannot overflow), so checking every weight after every step costs little.
+    """
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for name, t in named_tensors:
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and t.numel():
+            by_device.setdefault(t.device, []).append((name, t.detach()))
+    bad: list[str] = []
+    for items in by_device.values():
+        norms = torch._foreach_norm([t for _, t in items], float("inf"))
+        finite = torch.isfinite(torch.stack([n.float() for n in norms])).cpu()
+        bad += [name for (name, _), ok in zip(items, finite.tolist()) if not ok]
+    return bad
+
+
+def _describe_names(names: list[str], limit: int = 4) -> str:
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 def load_resume_state(path: str | Path, method: Method, emas: dict | None = None,
@@ -282,7 +310,9 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
         a :class:`History` of the logged losses, with ``step``, ``seconds`` and ``stopped_by``.
 
     Raises:
-        TrainingDiverged: a loss became NaN/inf; the last good checkpoint stays at ``resume_path``.
+        TrainingDiverged: a loss, a weight or the optimizer state became NaN/inf; the
+            last good checkpoint stays at ``resume_path`` and is loaded back into the
+            models (without one, the message says the models hold non-finite weights).
     """
     from diffusers.training_utils import EMAModel
 
@@ -330,15 +360,35 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
     batches = _cycle(data)
     history.stopped_by = "already done" if start_step >= steps else ""
 
+    good_on_disk = history.resumed_from is not None     # the file at resume_path is a good state
+
+    def diverged(what: str):
+        """Stop: restore the last good checkpoint into the models (or say there is none)."""
+        if resume_path is not None and good_on_disk and resume_path.exists():
+            good = load_resume_state(resume_path, method, emas, accelerator)
+            where = (f"The last good checkpoint (step {good.step}) is kept at {resume_path}, and "
+                     "the models in memory were restored to it.")
+        else:
+            where = ("No checkpoint was written before it, so the models in memory hold "
+                     "non-finite weights: build them again before using them.")
+        raise TrainingDiverged(
+            f"Training diverged at step {history.step}: {what}. {where} "
+            "Fix: lower the learning rate, clip gradients (max_grad_norm=1.0) or "
+            "use mixed_precision 'no', then run again (it resumes from that checkpoint).")
+
     def save():
-        nonlocal last_save_t, last_save_step
+        nonlocal last_save_t, last_save_step, good_on_disk
         if resume_path is None or (history.step == last_save_step and resume_path.exists()):
             return
         history.seconds = seconds_before + time.perf_counter() - t0
         accelerator.wait_for_everyone()
         if main:
-            _save_resume(resume_path, method, emas, history, accelerator, card)
-        last_save_t, last_save_step = time.perf_counter(), history.step
+            tensors, state_card = _resume_state(method, emas, history, accelerator, card)
+            bad = nonfinite((k, v) for k, v in tensors.items() if k != "rng.torch")
+            if bad:     # never let a diverged state become "the last good checkpoint"
+                diverged(f"non-finite values in {_describe_names(bad)} (found before saving)")
+            checkpoints.save_checkpoint(resume_path, tensors, state_card)
+        last_save_t, last_save_step, good_on_disk = time.perf_counter(), history.step, True
 
     try:
         for m in method.models.values():
@@ -355,14 +405,13 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
                       for k, v in (out or {}).items()}
             bad = {k: v for k, v in values.items() if not math.isfinite(v)}
             if bad:
-                where = (f"The last good checkpoint (step {last_save_step}) is kept at {resume_path}."
-                         if resume_path is not None and resume_path.exists() else
-                         "No checkpoint was written before it.")
-                raise TrainingDiverged(
-                    f"Training diverged at step {history.step}: "
-                    + ", ".join(f"{k} = {v}" for k, v in bad.items()) + f". {where} "
-                    "Fix: lower the learning rate, clip gradients (max_grad_norm=1.0) or "
-                    "use mixed_precision 'no', then run again (it resumes from that checkpoint).")
+                diverged(", ".join(f"{k} = {v}" for k, v in bad.items()))
+            # a finite loss can come with an infinite gradient: look at the weights it left
+            bad_weights = nonfinite((f"{name}.{k}", p) for name, m in method.models.items()
+                                    for k, p in _unwrap(accelerator, m).named_parameters())
+            if bad_weights:
+                diverged(f"the loss was finite, but the step left non-finite weights in "
+                         f"{_describe_names(bad_weights)} (an infinite or NaN gradient)")
             for name, ema in emas.items():
                 ema.step(_unwrap(accelerator, method.models[name]).parameters())
             history.step += 1

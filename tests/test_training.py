@@ -23,11 +23,12 @@ def toy_data(n=256, d=4, batch=32, seed=0):
 class Regression(Method):
     """One optimizer (the shape of a CLIP step)."""
 
-    def __init__(self, lr=1e-2, fail_at=None, interrupt_at=None, sleep=0.0):
+    def __init__(self, lr=1e-2, fail_at=None, interrupt_at=None, sleep=0.0, grad_scale_at=None):
         torch.manual_seed(0)
         self.models = {"net": nn.Linear(4, 1)}
         self.optimizers = {"net": torch.optim.Adam(self.models["net"].parameters(), lr=lr)}
         self.fail_at, self.interrupt_at, self.sleep = fail_at, interrupt_at, sleep
+        self.grad_scale_at = grad_scale_at or {}   # step -> factor the gradients are multiplied by
 
     def training_step(self, batch, ctx):
         if ctx.step == self.interrupt_at:
@@ -36,7 +37,12 @@ class Regression(Method):
             time.sleep(self.sleep)
         x, y = batch
         loss = F.mse_loss(self.models["net"](x), y)
-        ctx.optimize("net", loss)
+        factor = self.grad_scale_at.get(ctx.step)
+        hooks = [p.register_hook(lambda g: g * factor) for p in self.models["net"].parameters()
+                 ] if factor is not None else []
+        ctx.optimize("net", loss)       # the loss stays finite whatever the gradient is
+        for h in hooks:
+            h.remove()
         if ctx.step == self.fail_at:
             return {"loss": float("nan")}
         return {"loss": loss}
@@ -177,6 +183,39 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
     tensors, card = ck.load_checkpoint(path)
     assert card["step"] == 10
     assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
+
+
+def test_a_finite_loss_with_an_infinite_gradient_is_caught_and_never_saved(tmp_path):
+    """Item 1: the guard looks at the weights a step leaves, not only at its loss."""
+    path = tmp_path / "run.resume.safetensors"
+    method = Regression(grad_scale_at={12: float("inf")})
+    with pytest.raises(TrainingDiverged, match=r"step 12: .*non-finite weights.*step 10\) is kept"):
+        fit(method, toy_data(), steps=30, resume_path=path, checkpoint_every=5, plot=False)
+    tensors, card = ck.load_checkpoint(path)
+    assert card["step"] == 10
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+    # the model in memory was restored to that checkpoint, not left holding NaN
+    for key, value in method.models["net"].state_dict().items():
+        assert torch.equal(value, tensors[f"model.net.{key}"]), key
+    # the advised re-run resumes a finite state and finishes
+    history = fit(Regression(), toy_data(), steps=30, resume_path=path, plot=False)
+    assert history.resumed_from == 10 and history.step == 30
+
+
+def test_a_non_finite_optimizer_state_is_never_saved(tmp_path):
+    """Item 1: a gradient of 1e30 overflows Adam's second moment while the weights stay finite."""
+    path = tmp_path / "run.resume.safetensors"
+    method = Regression(grad_scale_at={7: 1e30})
+    with pytest.raises(TrainingDiverged, match=r"non-finite values in optim\.net.*before saving"):
+        fit(method, toy_data(), steps=30, resume_path=path, checkpoint_every=5, plot=False)
+    tensors, card = ck.load_checkpoint(path)
+    assert card["step"] == 5
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
+def test_without_a_checkpoint_the_divergence_message_says_the_weights_are_not_finite():
+    with pytest.raises(TrainingDiverged, match="hold non-finite weights"):
+        fit(Regression(grad_scale_at={3: float("inf")}), toy_data(), steps=10, plot=False)
 
 
 def test_time_budget_stops_early():
