@@ -123,17 +123,25 @@ class History:
 
     ``losses[name]`` is a list of ``(step, value)`` pairs.
     ``stopped_by`` is ``"steps"`` (all steps done), ``"time"`` (time budget spent),
-    or ``"already done"`` (resumed a finished run).
+    or ``"already done"`` (resumed a finished run). ``budget_start`` is the value of
+    ``seconds`` at which the current time budget began: 0, or where a run that its
+    time budget stopped was asked to continue.
     """
     losses: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     step: int = 0
     seconds: float = 0.0
     stopped_by: str = ""
     resumed_from: int | None = None
+    budget_start: float = 0.0
 
     def log(self, step: int, values: Mapping[str, float]) -> None:
         for name, value in values.items():
             self.losses.setdefault(name, []).append((step, float(value)))
+
+    @property
+    def budget_seconds(self) -> float:
+        """Seconds spent within the current time budget (what ``max_seconds`` limits)."""
+        return self.seconds - self.budget_start
 
     def last(self, name: str, n: int = 1) -> float:
         """Mean of the last ``n`` logged values of ``name``."""
@@ -143,13 +151,14 @@ class History:
     def as_dict(self) -> dict:
         return {"losses": {k: [list(p) for p in v] for k, v in self.losses.items()},
                 "step": self.step, "seconds": self.seconds, "stopped_by": self.stopped_by,
-                "resumed_from": self.resumed_from}
+                "resumed_from": self.resumed_from, "budget_start": self.budget_start}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> History:
         return cls(losses={k: [(int(s), float(v)) for s, v in pts] for k, pts in d["losses"].items()},
                    step=int(d["step"]), seconds=float(d["seconds"]),
-                   stopped_by=d.get("stopped_by", ""), resumed_from=d.get("resumed_from"))
+                   stopped_by=d.get("stopped_by", ""), resumed_from=d.get("resumed_from"),
+                   budget_start=float(d.get("budget_start", 0.0)))
 
 
 # ----------------------------------------------------------------------------- resume state
@@ -295,7 +304,10 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
         method: a :class:`Method` (models, optimizers, ``training_step``).
         data: an iterable of batches, e.g. a ``DataLoader``; it is cycled.
         steps: total optimisation steps (counted across resumes).
-        max_seconds: wall-clock budget (counted across resumes); ``None`` for none.
+        max_seconds: wall-clock budget (counted across resumes of an interrupted run);
+            ``None`` for none. A run that its time budget stopped, called again with
+            more ``steps`` to go, continues toward them with a fresh budget (one line
+            says so).
         resume_path: where resumable state is saved; ``None`` disables checkpoints.
         resume: continue from ``resume_path`` if it exists (otherwise start afresh).
         checkpoint_every_s / checkpoint_every: save every this many seconds / steps.
@@ -338,7 +350,13 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
     if resume and resume_path is not None and resume_path.exists():
         history = load_resume_state(resume_path, method, emas, accelerator)
         history.resumed_from = history.step
-        print(f"Resuming '{desc}' from step {history.step} ({resume_path.name}).")
+        if history.stopped_by == "time" and history.step < steps:
+            history.budget_start = history.seconds       # asked again: a fresh time budget
+            more = "" if max_seconds is None else f" for up to {max_seconds / 60:.3g} min more"
+            print(f"Continuing '{desc}' from step {history.step} toward {steps}: its last run was "
+                  f"stopped by its time budget; training goes on{more} ({resume_path.name}).")
+        else:
+            print(f"Resuming '{desc}' from step {history.step} ({resume_path.name}).")
     start_step, seconds_before = history.step, history.seconds
     seed_everything(seed + start_step)
 
@@ -383,7 +401,8 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
         history.seconds = seconds_before + time.perf_counter() - t0
         accelerator.wait_for_everyone()
         if main:
-            tensors, state_card = _resume_state(method, emas, history, accelerator, card)
+            tensors, state_card = _resume_state(method, emas, history, accelerator,
+                                                {"steps": steps, **(card or {})})
             bad = nonfinite((k, v) for k, v in tensors.items() if k != "rng.torch")
             if bad:     # never let a diverged state become "the last good checkpoint"
                 diverged(f"non-finite values in {_describe_names(bad)} (found before saving)")
@@ -394,7 +413,8 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
         for m in method.models.values():
             m.train()
         while history.step < steps:
-            if max_seconds is not None and seconds_before + time.perf_counter() - t0 >= max_seconds:
+            spent = seconds_before + time.perf_counter() - t0 - history.budget_start
+            if max_seconds is not None and spent >= max_seconds:
                 history.stopped_by = "time"
                 break
             batch = _to_device(next(batches), accelerator.device)

@@ -258,3 +258,79 @@ def test_history_round_trip():
     h.log(2, {"loss": 1.0})
     h2 = History.from_dict(h.as_dict())
     assert h2.losses == h.losses and math.isclose(h2.last("loss", 2), 1.5)
+
+
+class SlowRegression(Method):
+    """A regression step on a given model that takes at least ``sleep`` seconds."""
+
+    def __init__(self, model, sleep=0.02):
+        self.models = {"net": model}
+        self.optimizers = {"net": torch.optim.Adam(model.parameters(), lr=1e-2)}
+        self.sleep = sleep
+
+    def training_step(self, batch, ctx):
+        time.sleep(self.sleep)
+        x, y = batch
+        loss = F.mse_loss(self.models["net"](x), y)
+        ctx.optimize("net", loss)
+        return {"loss": loss}
+
+
+def test_a_run_stopped_by_its_time_budget_continues_when_asked_again(tmp_data, capsys):
+    """Item 18: a checkpoint cut short by time is not cached as finished."""
+    from course_lib.profiles import get_profile
+
+    profile, steps = get_profile("smoke"), 40
+
+    def build(config):
+        torch.manual_seed(0)
+        return nn.Linear(4, 1)
+
+    def train(model, resume_path):
+        h = fit(SlowRegression(model), toy_data(), steps=steps, max_seconds=0.25,
+                resume_path=resume_path, plot=False)
+        return {"steps": h.step, "stopped_by": h.stopped_by, "budget_s": h.budget_seconds,
+                "total_s": h.seconds}
+
+    def ask():
+        return ck.load_or_train("slow", config={"d": 4}, build=build, train=train, profile=profile,
+                                device="cpu")
+
+    _, card = ask()
+    first = card["metrics"]["steps"]
+    assert card["metrics"]["stopped_by"] == "time" and first < steps
+    assert card["training"] == {"stopped_by": "time", "step": first, "steps": steps}
+    resume = ck.checkpoint_path("slow", profile).with_name("slow.resume.safetensors")
+    assert resume.exists()
+    capsys.readouterr()
+    _, card = ask()
+    out = capsys.readouterr().out
+    assert f"stopped by its time budget at step {first} of {steps}: training continues" in out
+    assert card["source"] == "trained" and card["metrics"]["steps"] > first   # a fresh budget
+    assert card["metrics"]["budget_s"] < 0.25 + 0.2 < card["metrics"]["total_s"] + 0.2
+    assert card["metrics"]["budget_s"] < card["metrics"]["total_s"]
+    for _ in range(10):               # each call gets one more time budget until the steps are done
+        if "training" not in card:
+            break
+        _, card = ask()
+    assert card["metrics"]["steps"] == steps and card["metrics"]["stopped_by"] == "steps"
+    assert "training" not in card
+    assert not resume.exists()
+    _, card = ask()
+    assert card["source"] == "loaded"
+
+
+def test_a_shortened_checkpoint_without_its_resume_state_says_how_to_continue(tmp_data, capsys):
+    from course_lib.profiles import get_profile
+
+    profile = get_profile("smoke")
+    path = ck.checkpoint_path("short", profile)
+    ck.save_model(path, nn.Linear(4, 1), config={"d": 4}, profile=profile,
+                  training={"stopped_by": "time", "step": 20, "steps": 800})
+    _, card = ck.load_or_train("short", config={"d": 4}, build=lambda c: nn.Linear(4, 1),
+                               train=lambda m, r: {}, profile=profile, device="cpu")
+    assert card["source"] == "loaded"
+    note = ck.shortened_note(card, "short")
+    assert "after 20 of 800 steps" in note and "retrain=True" in note
+    assert note in capsys.readouterr().out
+    assert ck.shortened_note({"metrics": {}}) == ""
