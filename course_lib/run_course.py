@@ -8,14 +8,14 @@ Used by ``make course``::
     python -m course_lib.run_course --keep-going       # do not stop at the first failure
 
 For each notebook in ``notebooks/`` (sorted by name) it starts a fresh
-``python3`` kernel in the notebooks folder, runs every cell, and writes
+``clip-course`` kernel (:mod:`course_lib.kernel`) in the notebooks folder, runs every cell, and writes
 
 * ``build/<name>.ipynb`` -- the notebook with its outputs,
 * ``build/<name>.html``  -- the same as a web page,
 * ``build/index.html``   -- one line per notebook: status, duration, profile.
 
 The source notebooks are never modified. The kernel gets ``COURSE_PROFILE``
-(the chosen profile) and ``COURSE_PROGRESS=text`` (plain-text progress, no
+(the chosen profile), ``OMP_WAIT_POLICY=PASSIVE`` and ``COURSE_PROGRESS=text`` (plain-text progress, no
 widgets) in its environment, and the repository root on ``PYTHONPATH`` so
 that ``import course_lib`` works from the notebooks folder.
 
@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from course_lib import kernel
 from course_lib.paths import BUILD_DIR, NOTEBOOK_DIR, REPO_ROOT
 from course_lib.profiles import PROFILE_NAMES, UnknownProfileError, get_profile
 
@@ -71,6 +72,8 @@ def find_notebooks(notebook_dir: Path, only: list[str] | None = None) -> list[Pa
 def kernel_env(profile_name: str) -> dict[str, str]:
     """The environment of each notebook's kernel: ours plus the course's switches."""
     env = dict(os.environ)
+    kernel.apply_env(env)                 # OMP_WAIT_POLICY=PASSIVE unless set otherwise
+    kernel.make_spec_findable(env)
     env["COURSE_PROFILE"] = profile_name
     env["COURSE_PROGRESS"] = "text"
     old_path = env.get("PYTHONPATH", "")
@@ -116,10 +119,11 @@ def run_notebook(path: Path, build_dir: Path, profile_name: str,
     path = Path(path)
     build_dir = Path(build_dir)
     nb = nbformat.read(path, as_version=4)
+    kernel.make_spec_findable()           # this process looks the kernel spec up
     client = NotebookClient(
         nb,
         timeout=timeout if timeout else None,
-        kernel_name="python3",
+        kernel_name=kernel.KERNEL_NAME,       # the course kernel (course_lib/kernel.py)
         resources={"metadata": {"path": str(path.parent)}},   # the kernel's working folder
     )
     status, error = "ok", ""

@@ -143,3 +143,37 @@ def test_gitignore_keeps_generated_data_out():
     ignored = (ROOT / ".gitignore").read_text()
     for path in ("data/cache/", "data/checkpoints/", "build/", ".venv/"):
         assert path in ignored
+
+
+# ----------------------------------------------------------------------------- item 17
+
+
+def test_every_course_process_starts_with_passive_openmp_threads(pytestconfig, monkeypatch, tmp_path):
+    """Item 17: OMP_WAIT_POLICY=PASSIVE wherever the course starts Python."""
+    import os
+
+    from course_lib import kernel, run_course
+
+    spec = json.loads((kernel.SPEC_DIR / "kernel.json").read_text())
+    assert spec["env"]["OMP_WAIT_POLICY"] == "PASSIVE" and spec["argv"][0] == "python"
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^export OMP_WAIT_POLICY \?= PASSIVE$", makefile, re.M)
+    lab = makefile.split("\nlab:")[1].split("\n\n")[0]
+    assert "-m course_lib.kernel" in lab, "make lab must install the course kernel"
+    installed = Path(kernel.install(prefix=str(tmp_path))) / "kernel.json"
+    assert json.loads(installed.read_text())["env"] == spec["env"]
+    if hasattr(pytestconfig.option, "nbval_kernel_name"):
+        assert pytestconfig.option.nbval_kernel_name == kernel.KERNEL_NAME   # nbval's kernels
+    assert os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"        # this pytest run (the plugin)
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert run_course.kernel_env("smoke")["OMP_WAIT_POLICY"] == "PASSIVE"   # the headless runner
+
+
+@pytest.mark.parametrize("nb", [pytest.param(
+    p, id=p.name, marks=[pytest.mark.xfail(reason="notebook 03 is being written on main: set its "
+                                           "kernelspec to clip-course when merging", strict=False)]
+    if p.name.startswith("03_") else []) for p in NOTEBOOKS])
+def test_notebook_uses_the_course_kernel(nb):
+    """JupyterLab starts the kernel a notebook names: the course kernel sets OMP_WAIT_POLICY."""
+    spec = json.loads(nb.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
+    assert spec["name"] == "clip-course", f"{nb.name}: kernelspec {spec['name']!r}"

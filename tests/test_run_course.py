@@ -34,12 +34,14 @@ def folders(tmp_path):
     return notebooks, tmp_path / "build"
 
 
-def test_runs_every_notebook_and_writes_html(folders, capsys):
+def test_runs_every_notebook_and_writes_html(folders, capsys, monkeypatch):
     notebooks, build = folders
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)   # the runner sets it, not the caller
     write_notebook(notebooks / "00_hello.ipynb", "print('hello from the course')")
     write_notebook(notebooks / "01_profile.ipynb",
                    'import os\nassert os.environ["COURSE_PROFILE"] == "smoke"\n'
                    'assert os.environ["COURSE_PROGRESS"] == "text"\n'
+                   'assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # item 17: no spinning threads\n'
                    "import course_lib  # importable from the notebooks folder")
     (notebooks / ".ipynb_checkpoints").mkdir()
     write_notebook(notebooks / ".ipynb_checkpoints" / "00_hello-checkpoint.ipynb", "1/0")
