@@ -67,14 +67,23 @@ def mixed_precision_for(device: torch.device | str) -> str:
 
     ``"bf16"`` on a CUDA GPU that supports it, ``"fp16"`` on an older CUDA GPU,
     ``"no"`` on CPU and MPS (where it rarely speeds small models up).
-    ``COURSE_MIXED_PRECISION`` overrides it (no / fp16 / bf16).
+    ``COURSE_MIXED_PRECISION`` overrides it (no / fp16 / bf16). A mode the device
+    cannot run is refused here rather than reported as active: accelerate silently
+    trains in fp32 when asked for fp16 on a CPU.
     """
     override = os.environ.get("COURSE_MIXED_PRECISION", "").strip().lower()
+    device = torch.device(device)
     if override:
         if override not in ("no", "fp16", "bf16"):
             raise ValueError(f"COURSE_MIXED_PRECISION={override!r}: use one of no, fp16, bf16.")
+        if override == "fp16" and device.type == "cpu":
+            raise ValueError("COURSE_MIXED_PRECISION=fp16 needs a GPU (CUDA or Apple MPS), but this "
+                             "run is on the CPU, where it would silently train in fp32. Use "
+                             "COURSE_MIXED_PRECISION=bf16 (CPU autocast) or no, or unset it.")
+        if override == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("COURSE_MIXED_PRECISION=bf16: this GPU does not support bfloat16. "
+                             "Use fp16 or no, or unset it (the course then picks fp16 here).")
         return override
-    device = torch.device(device)
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "no"

@@ -78,6 +78,16 @@ def test_mixed_precision_choice(monkeypatch):
         runtime.mixed_precision_for("cpu")
 
 
+def test_fp16_on_a_cpu_is_refused_not_reported_as_active(monkeypatch):
+    """Item 4: accelerate trains in fp32 when asked for fp16 on a CPU; say so instead."""
+    monkeypatch.setenv("COURSE_MIXED_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="fp16 needs a GPU.*bf16"):
+        runtime.mixed_precision_for("cpu")
+    assert runtime.mixed_precision_for("mps") == "fp16"
+    monkeypatch.setenv("COURSE_MIXED_PRECISION", "bf16")
+    assert runtime.mixed_precision_for("cpu") == "bf16"       # CPU autocast runs bf16
+
+
 def test_timer_measures_a_sleep():
     with runtime.Timer() as t:
         time.sleep(0.2)
