@@ -45,7 +45,8 @@ from torch import nn
 
 from . import paths
 
-__all__ = ["CheckpointError", "CheckpointMismatchError", "save_checkpoint", "load_checkpoint",
+__all__ = ["CheckpointError", "CheckpointMismatchError", "NotACourseCheckpointError",
+           "save_checkpoint", "load_checkpoint",
            "read_card", "save_model", "load_model", "load_or_train", "checkpoint_path",
            "find_checkpoint", "flatten_state", "unflatten_state", "library_versions",
            "config_diff", "shortened_note"]
@@ -60,6 +61,10 @@ class CheckpointError(RuntimeError):
 
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint does not fit the model or config it is being loaded into."""
+
+
+class NotACourseCheckpointError(CheckpointError):
+    """A readable safetensors file without a course card (e.g. open_clip weights)."""
 
 
 # ----------------------------------------------------------------------------- low level
@@ -163,12 +168,18 @@ def read_card(path: str | Path) -> dict:
     except Exception as e:  # safetensors raises its own error type for bad headers
         raise _open_error(path, e) from e
     if CARD_KEY not in meta:
-        raise CheckpointError(f"{path} is a safetensors file but not a course checkpoint (no card in "
-                              "its header). Load it with safetensors.torch.load_file instead.")
+        raise NotACourseCheckpointError(
+            f"{path} is a safetensors file but not a course checkpoint (no card in its header). "
+            "Load it with safetensors.torch.load_file instead.")
     try:
-        return json.loads(meta[CARD_KEY])
+        card = json.loads(meta[CARD_KEY])
     except json.JSONDecodeError as e:
         raise CheckpointError(f"The card inside {path} is not valid JSON ({e}). Train again.") from e
+    if not isinstance(card, dict):
+        raise CheckpointError(f"The card inside {path} is JSON but not an object (it is a "
+                              f"{type(card).__name__}): the file was not written by the course, or "
+                              "was altered. Delete it and train again.")
+    return card
 
 
 def load_checkpoint(path: str | Path,
@@ -372,7 +383,7 @@ def load_or_train(name: str, *, config: Mapping, build: Callable[[dict], nn.Modu
     from .runtime import get_device
 
     profile = get_profile(profile)
-    device = torch.device(device) if device is not None else get_device()
+    device = get_device(device)
     config = _jsonable(dict(config))
     local = checkpoint_path(name, profile)
     resume = local.with_name(f"{name}.resume{SUFFIX}")

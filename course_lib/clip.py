@@ -61,7 +61,7 @@ import socket
 import time
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,12 +214,25 @@ def _tokenizer_for(model: nn.Module):
 
 
 def _as_caption_list(captions) -> list[str]:
+    """One caption or a list (any iterable) of them, as a list of str; else a clear error."""
     if isinstance(captions, str):
-        captions = [captions]
+        return [captions]
+    if isinstance(captions, (bytes, bytearray)):
+        raise TypeError(f"The captions are bytes ({captions[:40]!r}), not text: decode them first, "
+                        "e.g. captions.decode('utf-8').")
+    if isinstance(captions, Mapping):
+        raise TypeError("The captions are a dict: pass a list of strings, e.g. list(d.values()) "
+                        "(a dict would be read by its keys).")
+    if isinstance(captions, torch.Tensor) or not isinstance(captions, Iterable):
+        raise TypeError(f"Expected a caption (str) or a list of captions, not a "
+                        f"{type(captions).__name__} ({captions!r}).")
     captions = list(captions)
     if not captions:
         raise CaptionError("No captions were given (an empty list). Pass at least one caption.")
     for i, text in enumerate(captions):
+        if isinstance(text, (bytes, bytearray)):
+            raise TypeError(f"Caption {i} is bytes ({text!r}), not text: decode it first, "
+                            "e.g. text.decode('utf-8').")
         if not isinstance(text, str):
             raise TypeError(f"Caption {i} is a {type(text).__name__} ({text!r}), not a str.")
     return captions
@@ -951,6 +964,21 @@ def _finish_pretrained(model: nn.Module, tokenizer, device) -> nn.Module:
     return model.to(device).eval()
 
 
+def _arch_suggestions(name: str) -> str:
+    import difflib
+
+    known = open_clip.list_models()
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    examples = close or [m for m in known if m.startswith("ViT-B")][:5]
+    return f" ({'close names' if close else 'e.g.'}: {', '.join(examples)})"
+
+
+def _check_arch(arch) -> None:
+    if not isinstance(arch, str) or arch not in open_clip.list_models():
+        raise ValueError(f"Unknown open_clip architecture arch={arch!r}"
+                         f"{_arch_suggestions(str(arch))}; open_clip.list_models() lists them all.")
+
+
 def _looks_like_path(source: str) -> bool:
     return (os.sep in source or source.startswith(".") or source.startswith("~")
             or Path(source).suffix in (".safetensors", ".bin", ".pt", ".pth", ".npz"))
@@ -1008,7 +1036,7 @@ def load_pretrained(source: str | os.PathLike, *, arch: str | None = None, tag: 
     """
     from .runtime import get_device
 
-    device = torch.device(device) if device is not None else get_device()
+    device = get_device(device)
     src = os.path.expanduser(os.fspath(source))
     path = Path(src)
     if path.is_dir():
@@ -1021,8 +1049,8 @@ def load_pretrained(source: str | os.PathLike, *, arch: str | None = None, tag: 
         card = None
         if path.suffix == ".safetensors":
             try:
-                card = checkpoints.read_card(path)
-            except checkpoints.CheckpointError:
+                card = checkpoints.read_card(path)    # a truncated file is an error naming it
+            except checkpoints.NotACourseCheckpointError:
                 card = None
         if card is not None and "vision_cfg" in card.get("config", {}):
             model = build_clip(card["config"])
@@ -1033,7 +1061,15 @@ def load_pretrained(source: str | os.PathLike, *, arch: str | None = None, tag: 
         if arch is None:
             raise ValueError(f"{path} holds bare weights: say which open_clip architecture they "
                              "belong to, e.g. load_pretrained(path, arch='ViT-B-32').")
-        model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=str(path), device="cpu")
+        _check_arch(arch)
+        try:
+            model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=str(path), device="cpu")
+        except Exception as e:       # open_clip/torch/safetensors raise many kinds here
+            raise ValueError(
+                f"Cannot load {path} ({path.stat().st_size} bytes) as open_clip {arch!r} weights "
+                f"({type(e).__name__}: {str(e)[:200]}). Either arch is not the architecture the "
+                "weights were saved from (use the name they were published with), or the file is "
+                "truncated or corrupt (copy or download it again).") from e
         return _finish_pretrained(model, open_clip.get_tokenizer(arch), device)
     if _looks_like_path(src) and not src.startswith("hf-hub:"):
         raise FileNotFoundError(f"No file or folder at {path}. Check the path (it is relative "
@@ -1043,10 +1079,10 @@ def load_pretrained(source: str | os.PathLike, *, arch: str | None = None, tag: 
     if src.startswith("hf-hub:"):
         what, cached = src, None
     else:
-        known = open_clip.list_models()
-        if src not in known:
-            raise ValueError(f"Unknown open_clip architecture {src!r}; e.g. "
-                             f"{', '.join(m for m in known if m.startswith('ViT-B'))[:120]}...")
+        if src not in open_clip.list_models():
+            raise FileNotFoundError(
+                f"{src!r} is neither a file or folder (looked in {Path.cwd()}) nor an open_clip "
+                f"architecture{_arch_suggestions(src)}. Check the path, or the name.")
         tags = open_clip.list_pretrained_tags_by_model(src)
         if not tags:
             raise ValueError(f"open_clip has no pretrained weights for {src!r}.")

@@ -965,7 +965,7 @@ def images_per_second(sample_fn: Callable, batch_size: int, captions: Sequence[s
 
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError("images_per_second: batch_size and repeats must be >= 1, warmup >= 0")
-    device = torch.device(device) if device is not None else get_device()
+    device = get_device(device)
     if captions is None:
         captions = _default_captions(batch_size)
     captions = list(captions)[:batch_size]

@@ -264,6 +264,29 @@ def load_resume_state(path: str | Path, method: Method, emas: dict | None = None
 # ----------------------------------------------------------------------------- the loop
 
 
+def _loss_values(out, method_name: str) -> dict[str, float]:
+    """What ``training_step`` returned, as name -> float; a clear error for anything else."""
+    if out is None:
+        return {}
+    if not isinstance(out, Mapping):
+        raise TypeError(f"{method_name}.training_step returned a {type(out).__name__}; it must "
+                        "return a dict of the losses to log, e.g. return {'loss': loss}.")
+    values = {}
+    for key, value in out.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise TypeError(f"{method_name}.training_step returned {key!r} with shape "
+                                f"{tuple(value.shape)}; each logged loss must be one number: "
+                                "reduce it first, e.g. loss.mean().")
+            value = value.detach().float().item()
+        elif isinstance(value, (bool, str, bytes)) or not hasattr(value, "__float__"):
+            raise TypeError(f"{method_name}.training_step returned {key!r} = {value!r} (a "
+                            f"{type(value).__name__}); each logged loss must be a number or a "
+                            "one-element tensor.")
+        values[str(key)] = float(value)
+    return values
+
+
 def _to_device(batch, device):
     from accelerate.utils import send_to_device
     return send_to_device(batch, device)
@@ -421,8 +444,7 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
             ctx.step = history.step
             with accelerator.autocast():
                 out = method.training_step(batch, ctx)
-            values = {k: float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
-                      for k, v in (out or {}).items()}
+            values = _loss_values(out, type(method).__name__)
             bad = {k: v for k, v in values.items() if not math.isfinite(v)}
             if bad:
                 diverged(", ".join(f"{k} = {v}" for k, v in bad.items()))

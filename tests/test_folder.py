@@ -276,3 +276,12 @@ def test_tiny_images_warn(tmp_path):
     with pytest.warns(UserWarning, match="tiny.png"):
         ds = ImageTextFolder(tmp_path, image_size=32)
     assert ds[0][0].shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.5, None])
+def test_a_bad_image_size_blames_the_size_not_an_image(folder, size):
+    """Item 5."""
+    with pytest.raises(ValueError, match="image_size must be a positive whole number"):
+        ImageTextFolder(folder, image_size=size)
+    with pytest.raises(ValueError, match="image_size must be a positive whole number"):
+        load_image(folder / "red.png", size)

@@ -334,3 +334,30 @@ def test_a_shortened_checkpoint_without_its_resume_state_says_how_to_continue(tm
     assert "after 20 of 800 steps" in note and "retrain=True" in note
     assert note in capsys.readouterr().out
     assert ck.shortened_note({"metrics": {}}) == ""
+
+
+class Returns(Method):
+    """A learner-written method whose training_step returns ``make(loss)``."""
+
+    def __init__(self, make):
+        self.models = {"net": nn.Linear(4, 1)}
+        self.optimizers = {"net": torch.optim.SGD(self.models["net"].parameters(), lr=0.01)}
+        self.make = make
+
+    def training_step(self, batch, ctx):
+        x, y = batch
+        loss = F.mse_loss(self.models["net"](x), y)
+        ctx.optimize("net", loss)
+        return self.make(loss)
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda loss: "loss", r"returned a str; it must return a dict"),
+    (lambda loss: loss, r"returned a Tensor; it must return a dict"),
+    (lambda loss: {"loss": "low"}, r"'loss' = 'low' \(a str\)"),
+    (lambda loss: {"loss": loss * torch.ones(3)}, r"'loss' with shape \(3,\).*loss.mean\(\)"),
+])
+def test_a_training_step_that_returns_no_scalar_losses_is_a_clear_error(make, pattern):
+    """Item 5."""
+    with pytest.raises(TypeError, match=pattern):
+        fit(Returns(make), toy_data(), steps=3, plot=False)

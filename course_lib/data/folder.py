@@ -242,6 +242,14 @@ def center_square(image: Image.Image) -> Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
+def _check_image_size(image_size) -> int:
+    """``image_size`` as an int, or a ValueError that blames it (not an image)."""
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size <= 0:
+        raise ValueError(f"image_size must be a positive whole number of pixels (e.g. 32), "
+                         f"not {image_size!r}.")
+    return int(image_size)
+
+
 def load_image(path: str | Path, image_size: int = 32) -> np.ndarray:
     """Read one image and make it like the world's: uint8 (image_size, image_size, 3).
 
@@ -251,7 +259,9 @@ def load_image(path: str | Path, image_size: int = 32) -> np.ndarray:
 
     Raises:
         FolderError: the file cannot be read as an image (naming it).
+        ValueError: ``image_size`` is not a positive whole number.
     """
+    image_size = _check_image_size(image_size)
     path = Path(path)
     try:
         with Image.open(path) as image:
@@ -301,7 +311,7 @@ class ImageTextFolder(Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FolderError(f"Image folder {self.root} does not exist (or is not a folder).")
-        self.image_size = int(image_size)
+        self.image_size = _check_image_size(image_size)
         self.captions_file = find_captions_file(self.root, captions_file)
         entries = read_captions(self.captions_file)
         self.files = [self._resolve(file) for file, _, _ in entries]
