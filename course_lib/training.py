@@ -315,6 +315,15 @@ def _progress(total: int, initial: int, desc: str):
     return tqdm(total=total, initial=initial, desc=desc)
 
 
+def _close_bar(bar, stopped_by: str) -> None:
+    """Close a progress bar. tqdm's notebook bar turns red ("danger") when it closes short of
+    its total, which reads as a failure; a run its time budget ended is not one: it gets the
+    neutral "info" style instead (an interrupted or diverged run stays red)."""
+    bar.close()
+    if stopped_by == "time" and hasattr(bar, "container"):     # tqdm.notebook's widget
+        bar.disp(bar_style="info", check_delay=False)
+
+
 def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None = None,
         resume_path: str | Path | None = None, resume: bool = True,
         checkpoint_every_s: float = 120.0, checkpoint_every: int | None = None,
@@ -482,13 +491,19 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
         raise
     finally:
         if bar is not None:
-            bar.close()
+            _close_bar(bar, history.stopped_by)
         if live is not None:
             live.close(history.losses)
         # hand back plain modules (no accelerate autocast wrapper) and the original optimizers
         method.models = {n: accelerator.unwrap_model(m, keep_fp32_wrapper=False)
                          for n, m in method.models.items()}
         method.optimizers = original_optimizers
+    if history.stopped_by == "time" and main:
+        left = steps - history.step
+        print(f"'{desc}' stopped by its time budget ({max_seconds / 60:.3g} min) at step {history.step} "
+              f"of {steps}: the model is usable but trained {left} steps less than planned. Run it "
+              "again to continue toward its steps" + (" (it resumes)" if resume_path is not None else "")
+              + ", or give it more time (the profile's max_minutes).")
     if copy_ema:
         for name, ema in emas.items():
             ema.copy_to(method.models[name].parameters())

@@ -361,3 +361,29 @@ def test_a_training_step_that_returns_no_scalar_losses_is_a_clear_error(make, pa
     """Item 5."""
     with pytest.raises(TypeError, match=pattern):
         fit(Returns(make), toy_data(), steps=3, plot=False)
+
+
+def test_a_run_ended_by_its_time_budget_closes_its_bar_neutral_and_says_so(monkeypatch, capsys):
+    """Item 8: tqdm's notebook bar turns red when closed short of its total."""
+    pytest.importorskip("ipywidgets")
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    from course_lib import training
+
+    bars = []
+
+    def progress(total, initial, desc):
+        bars.append(notebook_tqdm(total=total, initial=initial, desc=desc))
+        return bars[-1]
+
+    monkeypatch.setattr(training, "_progress", progress)
+    history = fit(Regression(sleep=0.02), toy_data(), steps=1000, max_seconds=0.2, plot=False, desc="toy")
+    assert history.stopped_by == "time"
+    assert bars[-1].container.children[1].bar_style == "info"          # not "danger" (red)
+    out = capsys.readouterr().out
+    assert f"'toy' stopped by its time budget (0.00333 min) at step {history.step} of 1000" in out
+    assert "Run it again to continue" in out
+    # an interrupted run stays red
+    with pytest.raises(KeyboardInterrupt):
+        fit(Regression(interrupt_at=3), toy_data(), steps=10, plot=False)
+    assert bars[-1].container.children[1].bar_style == "danger"
