@@ -177,3 +177,26 @@ def test_notebook_uses_the_course_kernel(nb):
     """JupyterLab starts the kernel a notebook names: the course kernel sets OMP_WAIT_POLICY."""
     spec = json.loads(nb.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
     assert spec["name"] == "clip-course", f"{nb.name}: kernelspec {spec['name']!r}"
+
+
+# ----------------------------------------------------------------------------- item 6
+
+
+def test_every_formula_of_the_notebooks_renders_without_the_internet():
+    """The built pages render maths at build time (course_lib.pages): each formula must be
+    one that matplotlib's mathtext reads, or the page would show it as raw LaTeX."""
+    from course_lib import pages
+
+    failed, n = [], 0
+    for nb in NOTEBOOKS:
+        for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] != "markdown":
+                continue
+            text = "".join(cell["source"])
+            for m in pages._MATH.finditer("".join(pages._CODE.split(text)[::2])):
+                n += 1
+                try:
+                    pages.tex_to_svg(m.group(1) or m.group(2))
+                except Exception as e:      # noqa: BLE001 - any failure is a raw formula on the page
+                    failed.append(f"{nb.name}: {m.group(0)[:60]!r} ({type(e).__name__})")
+    assert n > 0 and not failed, failed
