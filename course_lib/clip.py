@@ -592,7 +592,8 @@ def encode_image(model: nn.Module, images, *, normalize: bool = True, batch_size
 
 
 def encode_text(model: nn.Module, captions: str | Sequence[str], *, normalize: bool = True,
-                batch_size: int = 1024, truncate: bool = False, grad: bool = False) -> torch.Tensor:
+                batch_size: int = 1024, truncate: bool = False, grad: bool = False,
+                announce_after_s: float | None = None) -> torch.Tensor:
     """Captions -> embeddings ``(N, embed_dim)``, L2-normalised by default.
 
     Args:
@@ -600,16 +601,41 @@ def encode_text(model: nn.Module, captions: str | Sequence[str], *, normalize: b
         normalize: unit length. batch_size: captions per forward pass.
         truncate: cut over-long captions with a warning instead of raising.
         grad: keep the graph.
+        announce_after_s: for many captions, time the first few and print one line
+            with the estimated time when it is longer than this many seconds (a
+            pretrained ViT-B-32 on a laptop CPU takes minutes for the 2,400 prompts
+            of an ensemble); None: :data:`ANNOUNCE_AFTER_S`; ``float("inf")``: never.
 
     Raises:
         CaptionError: empty or over-long captions (see :func:`tokenize`).
     """
     tokens = tokenize(captions, model.context_length, truncate=truncate,
                       tokenizer=_MODEL_TOKENIZERS.get(model)).to(_device_of(model))
+    starts = list(range(0, len(tokens), batch_size))
+    announce_after_s = ANNOUNCE_AFTER_S if announce_after_s is None else announce_after_s
+    probe = _ANNOUNCE_PROBE if len(tokens) > 4 * _ANNOUNCE_PROBE and not grad else 0
+    outs = []
     with torch.set_grad_enabled(grad):
-        out = torch.cat([model.encode_text(tokens[i:i + batch_size])
-                         for i in range(0, len(tokens), batch_size)])
+        if probe:
+            t0 = time.perf_counter()
+            outs.append(model.encode_text(tokens[:probe]))
+            estimate = (time.perf_counter() - t0) * len(tokens) / probe
+            if estimate > announce_after_s:
+                print(f"Encoding {len(tokens):,} captions with this model's text tower: about "
+                      f"{_duration(estimate)} here (it is done once per cell run).", flush=True)
+            starts = list(range(probe, len(tokens), batch_size))
+        outs += [model.encode_text(tokens[i:i + batch_size]) for i in starts]
+    out = torch.cat(outs)
     return F.normalize(out, dim=-1) if normalize else out
+
+
+#: :func:`encode_text` says how long it will take when that is longer than this (seconds).
+ANNOUNCE_AFTER_S = 20.0
+_ANNOUNCE_PROBE = 32      # captions timed before a long encode_text says how long it will take
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 # =============================================================================
@@ -670,10 +696,23 @@ def caption_bank(model: nn.Module) -> torch.Tensor:
     Each row is the normalised mean of one attribute combination written with every
     template of the world ("a small red circle at the top", "top: one small red
     circle", ...): prompt ensembling per caption, as CLIP does with its 80 templates.
+    Kept per model until its weights change; a long first encoding says how long.
     """
+    # changes when the weights do (training, load_state_dict) or move
+    version = (str(_device_of(model)), *(p._version for p in model.parameters()))
+    cached = _CAPTION_BANKS.get(model)
+    if cached is not None and cached[0] == version:
+        return cached[1]
     groups = _template_captions()
     emb = encode_text(model, [c for g in groups for c in g])
-    return F.normalize(emb.reshape(len(groups), len(groups[0]), -1).mean(dim=1), dim=-1)
+    bank = F.normalize(emb.reshape(len(groups), len(groups[0]), -1).mean(dim=1), dim=-1)
+    _CAPTION_BANKS[model] = (version, bank)
+    return bank
+
+
+#: model -> (its weights' version counters, its caption bank): a cell run again (or another
+#: strategy) does not send the 2,400 prompts through a big text tower again.
+_CAPTION_BANKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def attribute_prompts(attribute: str, strategy: str = "ensemble") -> list[list[str]]:
