@@ -223,3 +223,33 @@ def test_the_notebooks_say_what_their_runs_measure():
     assert "and restart\nthe kernel" not in nb00 and "restart the kernel" not in nb00
     solution_3 = nb00.split("**Exercise 3.**")[1].split("</details>")[0]
     assert ".to(device)" in solution_3, "exercise 3's solution must move the test images to the net"
+
+
+def test_notebooks_leave_bar_labels_to_viz_bar():
+    """Item 9: viz.bar fits its labels (wraps, or turns them with the right anchor); a notebook
+    that turns them afterwards undoes that and the labels overlap again."""
+    for nb in NOTEBOOKS:
+        if nb.name.startswith(("00_", "01_", "02_")):
+            assert "labelrotation" not in nb.read_text(encoding="utf-8"), nb.name
+
+
+def test_notebook_headers_give_the_times_of_the_readme_map():
+    """Item 13: the README's map is the one source of the measured times; each notebook's
+    header repeats its row (a row still holding a placeholder is not measured yet)."""
+    rows = {m.group(1): (m.group(2).strip(), m.group(3).strip(), m.group(4).strip())
+            for m in re.finditer(r"^\| (\d\d) \|[^\n]*\| ([^|\n]+) \| ([^|\n]+) \| ([^|\n]+) \|$",
+                                 README, re.M)}
+    checked = 0
+    for nb in NOTEBOOKS:
+        smoke, cpu, gpu = rows[nb.name[:2]]
+        if not (smoke.startswith("~") and cpu.startswith("~")):
+            continue                                   # not measured yet
+        header = next(line for line in _text(nb.name[:3]).splitlines() if line.startswith("**Time**"))
+        assert f"smoke profile {smoke} " in header, f"{nb.name}: {header!r} vs README smoke {smoke}"
+        assert f"cpu profile {cpu} " in header, f"{nb.name}: {header!r} vs README cpu {cpu}"
+        if gpu == "—":
+            assert "gpu profile not measured yet" in header, f"{nb.name}: a gpu time the README lacks"
+        else:
+            assert f"gpu profile {gpu}" in header
+        checked += 1
+    assert checked >= 3
