@@ -500,10 +500,11 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
         method.optimizers = original_optimizers
     if history.stopped_by == "time" and main:
         left = steps - history.step
+        how = ("Run it again to continue toward its steps (it resumes), or give it more time "
+               "(the profile's max_minutes)." if resume_path is not None else
+               "To train it fully, give it more time (max_minutes) or fewer steps.")
         print(f"'{desc}' stopped by its time budget ({max_seconds / 60:.3g} min) at step {history.step} "
-              f"of {steps}: the model is usable but trained {left} steps less than planned. Run it "
-              "again to continue toward its steps" + (" (it resumes)" if resume_path is not None else "")
-              + ", or give it more time (the profile's max_minutes).")
+              f"of {steps}: the model is usable but trained {left} steps less than planned. {how}")
     if copy_ema:
         for name, ema in emas.items():
             ema.copy_to(method.models[name].parameters())

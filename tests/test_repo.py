@@ -221,6 +221,8 @@ def test_the_notebooks_say_what_their_runs_measure():
     solution_01_3 = nb01.split("**Exercise 3.**")[1].split("</details>")[0]
     assert not re.search(r"\d+%", solution_01_3) and "close to a coin toss" not in nb01
     assert "and restart\nthe kernel" not in nb00 and "restart the kernel" not in nb00
+    # item 12: where a short profile shows nothing, the notebook says so from its numbers
+    assert "too short to separate" in nb01 and nb01.count("That is a coin toss in this profile") == 2
     solution_3 = nb00.split("**Exercise 3.**")[1].split("</details>")[0]
     assert ".to(device)" in solution_3, "exercise 3's solution must move the test images to the net"
 

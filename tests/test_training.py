@@ -382,7 +382,7 @@ def test_a_run_ended_by_its_time_budget_closes_its_bar_neutral_and_says_so(monke
     assert bars[-1].container.children[1].bar_style == "info"          # not "danger" (red)
     out = capsys.readouterr().out
     assert f"'toy' stopped by its time budget (0.00333 min) at step {history.step} of 1000" in out
-    assert "Run it again to continue" in out
+    assert "give it more time (max_minutes) or fewer steps" in out     # no resume path: no resuming
     # an interrupted run stays red
     with pytest.raises(KeyboardInterrupt):
         fit(Regression(interrupt_at=3), toy_data(), steps=10, plot=False)
