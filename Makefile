@@ -9,6 +9,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: course test unit notebooks lab lint clean bundle
 
+# OpenMP threads that sleep while they wait: on a busy 2-core machine spinning threads make
+# training many times slower (course_lib/kernel.py). A value set in the environment wins.
+export OMP_WAIT_POLICY ?= PASSIVE
+
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 is needed, this is " + sys.version' 
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +32,7 @@ notebooks: $(STAMP)
 	COURSE_PROFILE=smoke COURSE_PROGRESS=text $(BIN)/python -m pytest --nbval-lax notebooks -q
 
 lab: $(STAMP)
+	$(BIN)/python -m course_lib.kernel
 	$(BIN)/jupyter lab notebooks
 
 lint: $(STAMP)

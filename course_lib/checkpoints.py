@@ -23,6 +23,11 @@ train and save. Where it looks, in order:
    (``Profile.use_shipped_checkpoints``). Its config may differ from the local
    profile's (a bigger model): the model is then built from the card's config.
 
+A local checkpoint whose training its time budget stopped short of its steps (a
+busy CPU) is not final: its card says so (``card["training"]``), its resumable
+state is kept beside it, and the next :func:`load_or_train` continues training
+toward the step target (one printed line says so) instead of loading it for ever.
+
 Explained in notebook 00, section "Checkpoints: train once, load everywhere".
 """
 from __future__ import annotations
@@ -40,10 +45,11 @@ from torch import nn
 
 from . import paths
 
-__all__ = ["CheckpointError", "CheckpointMismatchError", "save_checkpoint", "load_checkpoint",
+__all__ = ["CheckpointError", "CheckpointMismatchError", "NotACourseCheckpointError",
+           "save_checkpoint", "load_checkpoint",
            "read_card", "save_model", "load_model", "load_or_train", "checkpoint_path",
            "find_checkpoint", "flatten_state", "unflatten_state", "library_versions",
-           "config_diff"]
+           "config_diff", "shortened_note"]
 
 SUFFIX = ".safetensors"
 CARD_KEY = "course_card"   # the key of the card inside the safetensors header
@@ -55,6 +61,10 @@ class CheckpointError(RuntimeError):
 
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint does not fit the model or config it is being loaded into."""
+
+
+class NotACourseCheckpointError(CheckpointError):
+    """A readable safetensors file without a course card (e.g. open_clip weights)."""
 
 
 # ----------------------------------------------------------------------------- low level
@@ -158,12 +168,18 @@ def read_card(path: str | Path) -> dict:
     except Exception as e:  # safetensors raises its own error type for bad headers
         raise _open_error(path, e) from e
     if CARD_KEY not in meta:
-        raise CheckpointError(f"{path} is a safetensors file but not a course checkpoint (no card in "
-                              "its header). Load it with safetensors.torch.load_file instead.")
+        raise NotACourseCheckpointError(
+            f"{path} is a safetensors file but not a course checkpoint (no card in its header). "
+            "Load it with safetensors.torch.load_file instead.")
     try:
-        return json.loads(meta[CARD_KEY])
+        card = json.loads(meta[CARD_KEY])
     except json.JSONDecodeError as e:
         raise CheckpointError(f"The card inside {path} is not valid JSON ({e}). Train again.") from e
+    if not isinstance(card, dict):
+        raise CheckpointError(f"The card inside {path} is JSON but not an object (it is a "
+                              f"{type(card).__name__}): the file was not written by the course, or "
+                              "was altered. Delete it and train again.")
+    return card
 
 
 def load_checkpoint(path: str | Path,
@@ -355,6 +371,9 @@ def load_or_train(name: str, *, config: Mapping, build: Callable[[dict], nn.Modu
 
     Returns:
         ``(model, card)``; ``card["source"]`` says "loaded", "shipped" or "trained".
+        A run stopped by its time budget before its step target is saved with
+        ``card["training"] = {"stopped_by": "time", "step": ..., "steps": ...}`` and its
+        resume state is kept; the next call continues it (source "trained" again).
 
     Raises:
         CheckpointMismatchError: a local checkpoint exists but its config differs
@@ -364,10 +383,12 @@ def load_or_train(name: str, *, config: Mapping, build: Callable[[dict], nn.Modu
     from .runtime import get_device
 
     profile = get_profile(profile)
-    device = torch.device(device) if device is not None else get_device()
+    device = get_device(device)
     config = _jsonable(dict(config))
     local = checkpoint_path(name, profile)
+    resume = local.with_name(f"{name}.resume{SUFFIX}")
     found = None if retrain else find_checkpoint(name, profile)
+    continuing = None
     if found is not None:
         card = read_card(found)
         shipped = found != local
@@ -378,6 +399,8 @@ def load_or_train(name: str, *, config: Mapping, build: Callable[[dict], nn.Modu
                 f"Checkpoint {found} exists but was trained with a different config:\n  "
                 + "\n  ".join(diff) + "\nFix: pass retrain=True to replace it, use another name, "
                 "or delete the file.")
+        continuing = None if shipped else _unfinished(card, resume)
+    if found is not None and continuing is None:
         model = build(dict(use_config)).to(device)
         card = load_model(found, model, config=use_config)
         card["source"] = "shipped" if shipped else "loaded"
@@ -386,22 +409,71 @@ def load_or_train(name: str, *, config: Mapping, build: Callable[[dict], nn.Modu
             took = f", trained {minutes:.1f} min" if isinstance(minutes, (int, float)) else ""
             print(f"Loaded checkpoint '{name}' from {_short(found)} "
                   f"(profile {card.get('profile', '?')}{took}, {card.get('date', '?')[:10]}).")
+            note = shortened_note(card, name)
+            if note:
+                print(note)
         model.eval()
         return model, card
     model = build(dict(config)).to(device)
-    resume = local.with_name(f"{name}.resume{SUFFIX}")
-    if verbose:
-        print(f"No checkpoint '{name}' for profile {profile.name}: training "
-              f"(it will be saved to {_short(local)}).")
+    if continuing is not None and verbose:
+        print(f"Checkpoint '{name}' was stopped by its time budget at step {continuing['step']} "
+              f"of {continuing['steps']}: training continues toward {continuing['steps']} "
+              f"(pass retrain=True to start afresh).")
+    elif continuing is None:
+        if retrain and _stopped_short(resume):   # retrain: from scratch, not from a stopped run
+            resume.unlink()
+            resume.with_suffix(".json").unlink(missing_ok=True)
+        if verbose:
+            print(f"No checkpoint '{name}' for profile {profile.name}: training "
+                  f"(it will be saved to {_short(local)}).")
     metrics = train(model, resume) or {}
-    save_model(local, model, config=config, profile=profile, metrics=metrics)
-    if resume.exists():   # training finished: its resumable state is no longer needed
+    stopped = _stopped_short(resume)
+    extra = {"training": stopped} if stopped else {}
+    save_model(local, model, config=config, profile=profile, metrics=metrics, **extra)
+    if resume.exists() and not stopped:   # training finished: its resumable state is no longer needed
         resume.unlink()
         resume.with_suffix(".json").unlink(missing_ok=True)
     card = read_card(local)
     card["source"] = "trained"
     model.eval()
     return model, card
+
+
+def _stopped_short(resume: Path) -> dict | None:
+    """``{"stopped_by": "time", "step", "steps"}`` when the run at ``resume`` was stopped
+    by its time budget before its step target, else None."""
+    if not resume.exists():
+        return None
+    try:
+        card = read_card(resume)
+    except CheckpointError:
+        return None
+    history = card.get("history") or {}
+    step, steps = history.get("step"), card.get("steps")
+    if history.get("stopped_by") == "time" and isinstance(steps, int) and isinstance(step, int) \
+            and step < steps:
+        return {"stopped_by": "time", "step": step, "steps": steps}
+    return None
+
+
+def _unfinished(card: Mapping, resume: Path) -> dict | None:
+    """The ``training`` entry of a checkpoint stopped by time whose resume state is still there."""
+    training = card.get("training")
+    if isinstance(training, Mapping) and training.get("stopped_by") == "time" and resume.exists():
+        return dict(training)
+    return None
+
+
+def shortened_note(card: Mapping, name: str | None = None) -> str:
+    """One line for a model whose training its time budget cut short (else ``""``):
+    what happened and how to continue or retrain. Self-checks add it to their messages."""
+    training = card.get("training") if isinstance(card, Mapping) else None
+    if not isinstance(training, Mapping) or training.get("stopped_by") != "time":
+        return ""
+    what = f"'{name}'" if name else "this model"
+    return (f"Note: {what} was stopped by its time budget after {training.get('step')} of "
+            f"{training.get('steps')} steps (a busy or slow CPU?). Run the cell again to continue "
+            "training toward its steps, or pass retrain=True to train it again from scratch.")
 
 
 def _short(path: Path) -> str:

@@ -61,7 +61,7 @@ import socket
 import time
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,12 +214,25 @@ def _tokenizer_for(model: nn.Module):
 
 
 def _as_caption_list(captions) -> list[str]:
+    """One caption or a list (any iterable) of them, as a list of str; else a clear error."""
     if isinstance(captions, str):
-        captions = [captions]
+        return [captions]
+    if isinstance(captions, (bytes, bytearray)):
+        raise TypeError(f"The captions are bytes ({captions[:40]!r}), not text: decode them first, "
+                        "e.g. captions.decode('utf-8').")
+    if isinstance(captions, Mapping):
+        raise TypeError("The captions are a dict: pass a list of strings, e.g. list(d.values()) "
+                        "(a dict would be read by its keys).")
+    if isinstance(captions, torch.Tensor) or not isinstance(captions, Iterable):
+        raise TypeError(f"Expected a caption (str) or a list of captions, not a "
+                        f"{type(captions).__name__} ({captions!r}).")
     captions = list(captions)
     if not captions:
         raise CaptionError("No captions were given (an empty list). Pass at least one caption.")
     for i, text in enumerate(captions):
+        if isinstance(text, (bytes, bytearray)):
+            raise TypeError(f"Caption {i} is bytes ({text!r}), not text: decode it first, "
+                            "e.g. text.decode('utf-8').")
         if not isinstance(text, str):
             raise TypeError(f"Caption {i} is a {type(text).__name__} ({text!r}), not a str.")
     return captions
@@ -508,6 +521,7 @@ def load_or_train_clip(profile: Profile | str | None = None, *, name: str = "cli
     def train(model, resume_path):
         history, method = train_clip(model, config=config, profile=p, resume_path=resume_path)
         return {"steps": history.step, "train_minutes": history.seconds / 60.0,
+                "budget_minutes": history.budget_seconds / 60.0,   # this run's share of max_minutes
                 "stopped_by": history.stopped_by, "final_loss": history.last("loss", 5),
                 "seconds_per_step": history.seconds / max(1, history.step),
                 "loss_history": history.losses["loss"], "scale_history": method.scale_history}
@@ -578,7 +592,8 @@ def encode_image(model: nn.Module, images, *, normalize: bool = True, batch_size
 
 
 def encode_text(model: nn.Module, captions: str | Sequence[str], *, normalize: bool = True,
-                batch_size: int = 1024, truncate: bool = False, grad: bool = False) -> torch.Tensor:
+                batch_size: int = 1024, truncate: bool = False, grad: bool = False,
+                announce_after_s: float | None = None) -> torch.Tensor:
     """Captions -> embeddings ``(N, embed_dim)``, L2-normalised by default.
 
     Args:
@@ -586,16 +601,41 @@ def encode_text(model: nn.Module, captions: str | Sequence[str], *, normalize: b
         normalize: unit length. batch_size: captions per forward pass.
         truncate: cut over-long captions with a warning instead of raising.
         grad: keep the graph.
+        announce_after_s: for many captions, time the first few and print one line
+            with the estimated time when it is longer than this many seconds (a
+            pretrained ViT-B-32 on a laptop CPU takes minutes for the 2,400 prompts
+            of an ensemble); None: :data:`ANNOUNCE_AFTER_S`; ``float("inf")``: never.
 
     Raises:
         CaptionError: empty or over-long captions (see :func:`tokenize`).
     """
     tokens = tokenize(captions, model.context_length, truncate=truncate,
                       tokenizer=_MODEL_TOKENIZERS.get(model)).to(_device_of(model))
+    starts = list(range(0, len(tokens), batch_size))
+    announce_after_s = ANNOUNCE_AFTER_S if announce_after_s is None else announce_after_s
+    probe = _ANNOUNCE_PROBE if len(tokens) > 4 * _ANNOUNCE_PROBE and not grad else 0
+    outs = []
     with torch.set_grad_enabled(grad):
-        out = torch.cat([model.encode_text(tokens[i:i + batch_size])
-                         for i in range(0, len(tokens), batch_size)])
+        if probe:
+            t0 = time.perf_counter()
+            outs.append(model.encode_text(tokens[:probe]))
+            estimate = (time.perf_counter() - t0) * len(tokens) / probe
+            if estimate > announce_after_s:
+                print(f"Encoding {len(tokens):,} captions with this model's text tower: about "
+                      f"{_duration(estimate)} here (it is done once per cell run).", flush=True)
+            starts = list(range(probe, len(tokens), batch_size))
+        outs += [model.encode_text(tokens[i:i + batch_size]) for i in starts]
+    out = torch.cat(outs)
     return F.normalize(out, dim=-1) if normalize else out
+
+
+#: :func:`encode_text` says how long it will take when that is longer than this (seconds).
+ANNOUNCE_AFTER_S = 20.0
+_ANNOUNCE_PROBE = 32      # captions timed before a long encode_text says how long it will take
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 # =============================================================================
@@ -656,10 +696,23 @@ def caption_bank(model: nn.Module) -> torch.Tensor:
     Each row is the normalised mean of one attribute combination written with every
     template of the world ("a small red circle at the top", "top: one small red
     circle", ...): prompt ensembling per caption, as CLIP does with its 80 templates.
+    Kept per model until its weights change; a long first encoding says how long.
     """
+    # changes when the weights do (training, load_state_dict) or move
+    version = (str(_device_of(model)), *(p._version for p in model.parameters()))
+    cached = _CAPTION_BANKS.get(model)
+    if cached is not None and cached[0] == version:
+        return cached[1]
     groups = _template_captions()
     emb = encode_text(model, [c for g in groups for c in g])
-    return F.normalize(emb.reshape(len(groups), len(groups[0]), -1).mean(dim=1), dim=-1)
+    bank = F.normalize(emb.reshape(len(groups), len(groups[0]), -1).mean(dim=1), dim=-1)
+    _CAPTION_BANKS[model] = (version, bank)
+    return bank
+
+
+#: model -> (its weights' version counters, its caption bank): a cell run again (or another
+#: strategy) does not send the 2,400 prompts through a big text tower again.
+_CAPTION_BANKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def attribute_prompts(attribute: str, strategy: str = "ensemble") -> list[list[str]]:
@@ -950,6 +1003,21 @@ def _finish_pretrained(model: nn.Module, tokenizer, device) -> nn.Module:
     return model.to(device).eval()
 
 
+def _arch_suggestions(name: str) -> str:
+    import difflib
+
+    known = open_clip.list_models()
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    examples = close or [m for m in known if m.startswith("ViT-B")][:5]
+    return f" ({'close names' if close else 'e.g.'}: {', '.join(examples)})"
+
+
+def _check_arch(arch) -> None:
+    if not isinstance(arch, str) or arch not in open_clip.list_models():
+        raise ValueError(f"Unknown open_clip architecture arch={arch!r}"
+                         f"{_arch_suggestions(str(arch))}; open_clip.list_models() lists them all.")
+
+
 def _looks_like_path(source: str) -> bool:
     return (os.sep in source or source.startswith(".") or source.startswith("~")
             or Path(source).suffix in (".safetensors", ".bin", ".pt", ".pth", ".npz"))
@@ -1007,7 +1075,7 @@ def load_pretrained(source: str | os.PathLike, *, arch: str | None = None, tag: 
     """
     from .runtime import get_device
 
-    device = torch.device(device) if device is not None else get_device()
+    device = get_device(device)
     src = os.path.expanduser(os.fspath(source))
     path = Path(src)
     if path.is_dir():
@@ -1020,8 +1088,8 @@ def load_pretrained(source: str | os.PathLike, *, arch: str | None = None, tag: 
         card = None
         if path.suffix == ".safetensors":
             try:
-                card = checkpoints.read_card(path)
-            except checkpoints.CheckpointError:
+                card = checkpoints.read_card(path)    # a truncated file is an error naming it
+            except checkpoints.NotACourseCheckpointError:
                 card = None
         if card is not None and "vision_cfg" in card.get("config", {}):
             model = build_clip(card["config"])
@@ -1032,7 +1100,15 @@ def load_pretrained(source: str | os.PathLike, *, arch: str | None = None, tag: 
         if arch is None:
             raise ValueError(f"{path} holds bare weights: say which open_clip architecture they "
                              "belong to, e.g. load_pretrained(path, arch='ViT-B-32').")
-        model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=str(path), device="cpu")
+        _check_arch(arch)
+        try:
+            model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=str(path), device="cpu")
+        except Exception as e:       # open_clip/torch/safetensors raise many kinds here
+            raise ValueError(
+                f"Cannot load {path} ({path.stat().st_size} bytes) as open_clip {arch!r} weights "
+                f"({type(e).__name__}: {str(e)[:200]}). Either arch is not the architecture the "
+                "weights were saved from (use the name they were published with), or the file is "
+                "truncated or corrupt (copy or download it again).") from e
         return _finish_pretrained(model, open_clip.get_tokenizer(arch), device)
     if _looks_like_path(src) and not src.startswith("hf-hub:"):
         raise FileNotFoundError(f"No file or folder at {path}. Check the path (it is relative "
@@ -1042,10 +1118,10 @@ def load_pretrained(source: str | os.PathLike, *, arch: str | None = None, tag: 
     if src.startswith("hf-hub:"):
         what, cached = src, None
     else:
-        known = open_clip.list_models()
-        if src not in known:
-            raise ValueError(f"Unknown open_clip architecture {src!r}; e.g. "
-                             f"{', '.join(m for m in known if m.startswith('ViT-B'))[:120]}...")
+        if src not in open_clip.list_models():
+            raise FileNotFoundError(
+                f"{src!r} is neither a file or folder (looked in {Path.cwd()}) nor an open_clip "
+                f"architecture{_arch_suggestions(src)}. Check the path, or the name.")
         tags = open_clip.list_pretrained_tags_by_model(src)
         if not tags:
             raise ValueError(f"open_clip has no pretrained weights for {src!r}.")

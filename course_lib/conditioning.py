@@ -48,7 +48,7 @@ def text_encoder(profile=None, *, device=None, verbose: bool = True):
     from .runtime import get_device
 
     p = get_profile(profile)
-    device = torch.device(device) if device is not None else get_device()
+    device = get_device(device)
     key = (p.name, p.clip, p.data.image_size, str(device))
     enc = _ENCODERS.get(key)
     if enc is None:

@@ -514,7 +514,8 @@ def train_judge(judge: Judge, config: Mapping, resume_path=None, profile=None,
             f"The judge's time budget ({config['max_minutes']} min) ran out after "
             f"{history.step} of {config['steps']} steps; its weakest attribute on validation "
             f"images is read with {worst:.1%} accuracy. Was the CPU busy with other work? "
-            "Retrain on a quieter machine: metrics.load_judge(retrain=True).",
+            f"Call metrics.load_judge() again to continue toward its {config['steps']} steps "
+            "(or metrics.load_judge(retrain=True) to train it again from scratch).",
             RuntimeWarning, stacklevel=2)
     elif worst < 0.9:
         warnings.warn(
@@ -540,7 +541,7 @@ def load_judge(profile=None, *, retrain: bool = False, device=None, verbose: boo
         its time budget (a busy CPU) or reads some attribute with < 90% accuracy
         raises a RuntimeWarning when it is trained and every time it is loaded.
     """
-    from .checkpoints import load_or_train
+    from .checkpoints import load_or_train, shortened_note
 
     p = get_profile(profile)
     config = judge_config(p)
@@ -556,7 +557,8 @@ def load_judge(profile=None, *, retrain: bool = False, device=None, verbose: boo
         warnings.warn(f"The judge checkpoint of profile {p.name} was cut short or is weak "
                       f"({metrics.get('steps')} steps, stopped by {metrics.get('stopped_by')}; weakest "
                       f"validation accuracy {min(val.values()) if val else float('nan'):.1%}): its grades "
-                      "are not reliable. Retrain it: metrics.load_judge(retrain=True).",
+                      "are not reliable. Retrain it: metrics.load_judge(retrain=True). "
+                      + shortened_note(card, JUDGE_CHECKPOINT),
                       RuntimeWarning, stacklevel=2)
     for param in judge.parameters():
         param.requires_grad_(False)
@@ -964,7 +966,7 @@ def images_per_second(sample_fn: Callable, batch_size: int, captions: Sequence[s
 
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError("images_per_second: batch_size and repeats must be >= 1, warmup >= 0")
-    device = torch.device(device) if device is not None else get_device()
+    device = get_device(device)
     if captions is None:
         captions = _default_captions(batch_size)
     captions = list(captions)[:batch_size]

@@ -148,11 +148,30 @@ class Profile:
         """A copy with some fields changed, e.g. ``p.replace(seed=1)``.
 
         A section can be changed with a dict: ``p.replace(clip={"steps": 10})``.
+
+        Raises:
+            ValueError: a name that is not a field (the valid ones are listed), or a
+                value out of range (a negative step count, a batch size of 0).
+            TypeError: a value of the wrong type (``clip="small"``, ``steps=1.5``).
         """
         for key, value in list(changes.items()):
             current = getattr(self, key, None)
             if dataclasses.is_dataclass(current) and isinstance(value, dict):
+                _check_names(f"profile.{key}", current, value)
+                for name, v in value.items():
+                    _check_value(f"profile.{key}.{name}", name, v, getattr(current, name))
                 changes[key] = dataclasses.replace(current, **value)
+        _check_names("profile", self, changes)
+        for key, value in changes.items():
+            current = getattr(self, key)
+            if dataclasses.is_dataclass(current):
+                if type(value) is not type(current):
+                    raise TypeError(
+                        f"profile.{key} is a section of sizes: change it with a dict of its fields, "
+                        f"e.g. profile.replace({key}={{'{dataclasses.fields(current)[0].name}': ...}}), "
+                        f"not with a {type(value).__name__} ({value!r}).")
+            else:
+                _check_value(f"profile.{key}", key, value, current)
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict:
@@ -172,6 +191,52 @@ class Profile:
                 scalars.append(f"{f.name}={value}")
         lines.append("  other  " + ", ".join(scalars))
         return "\n".join(lines)
+
+
+def _check_names(where: str, obj, changes) -> None:
+    valid = [f.name for f in dataclasses.fields(obj)]
+    unknown = [k for k in changes if k not in valid]
+    if unknown:
+        import difflib
+        hints = [f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k)
+                 for k in unknown for close in [difflib.get_close_matches(k, valid, n=1)]]
+        raise ValueError(f"{where} has no field {', '.join(hints)}. Its fields: {', '.join(valid)}.")
+
+
+# Rules every section follows (sections added later get them for free): a value has the type
+# of the default; counts and rates are never negative; these must be above zero; shares in [0, 1].
+_POSITIVE_PARTS = ("batch_size", "image_size", "dim", "width", "heads", "layers", "patch_size",
+                   "context_length", "n_train", "n_eval", "max_minutes", "plot_every_s")
+
+
+def _check_value(where: str, name: str, value, default) -> None:
+    if value is None and name.startswith("max_"):
+        return                                    # a budget of None: no budget
+    if isinstance(default, bool) or isinstance(default, str):
+        ok = type(value) is type(default)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        return
+    if not ok:
+        kind = type(default).__name__
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise TypeError(f"{where} must be {article} {kind} (like its default {default!r}), "
+                        f"not a {type(value).__name__} ({value!r}).")
+    if isinstance(value, bool) or isinstance(value, str) or name == "seed":
+        return
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{where} must be a finite number, not {value!r}.")
+    if name.endswith("_fraction") or name.endswith("decay"):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{where} is a share: it must be between 0 and 1, not {value!r}.")
+    elif name == "lr" or name.startswith("lr_") or any(part in name for part in _POSITIVE_PARTS):
+        if value <= 0:
+            raise ValueError(f"{where} must be above 0, not {value!r}.")
+    elif value < 0:
+        raise ValueError(f"{where} must not be negative, not {value!r}.")
 
 
 PROFILES: dict[str, Profile] = {
@@ -252,6 +317,9 @@ def get_profile(name: str | Profile | None = None) -> Profile:
     """
     if isinstance(name, Profile):
         return name
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"get_profile: expected a profile name ({', '.join(map(repr, PROFILE_NAMES))}), "
+                        f"a Profile or None, not a {type(name).__name__} ({name!r}).")
     if name is None:
         name = os.environ.get("COURSE_PROFILE", "").strip() or detect_profile_name()
     key = name.strip().lower()

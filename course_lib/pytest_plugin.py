@@ -12,10 +12,21 @@ end of the run::
     01_example.ipynb             25      93.0  failed
 
 When no notebook ran (e.g. ``pytest tests``) it prints nothing.
+
+Loading it also sets the course's environment (``OMP_WAIT_POLICY=PASSIVE``, see
+:mod:`course_lib.kernel`) and puts the ``clip-course`` kernel spec on ``JUPYTER_PATH``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from . import kernel as _kernel
+
+# Every pytest run (unit tests and nbval's notebook kernels, which inherit this environment)
+# gets the course's environment -- OpenMP threads that sleep instead of spinning -- before
+# anything loads PyTorch, and finds the course's kernel spec without an install.
+_kernel.apply_env()
+_kernel.make_spec_findable()
 
 __all__ = ["NotebookTiming", "NotebookDurations", "pytest_configure"]
 
@@ -81,6 +92,11 @@ class NotebookDurations:
 
 
 def pytest_configure(config) -> None:
-    """Register one collector per pytest run (so that runs never share numbers)."""
+    """Register one collector per pytest run (so that runs never share numbers); nbval
+    runs every notebook in the course kernel unless told another kernel."""
+    option = config.option
+    if hasattr(option, "nbval_kernel_name") and not option.nbval_kernel_name \
+            and not getattr(option, "nbval_current_env", False) and not getattr(option, "current_env", False):
+        option.nbval_kernel_name = _kernel.KERNEL_NAME
     if not config.pluginmanager.has_plugin(PLUGIN_NAME):
         config.pluginmanager.register(NotebookDurations(), PLUGIN_NAME)

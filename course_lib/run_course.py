@@ -8,14 +8,16 @@ Used by ``make course``::
     python -m course_lib.run_course --keep-going       # do not stop at the first failure
 
 For each notebook in ``notebooks/`` (sorted by name) it starts a fresh
-``python3`` kernel in the notebooks folder, runs every cell, and writes
+``clip-course`` kernel (:mod:`course_lib.kernel`) in the notebooks folder, runs every cell, and writes
 
 * ``build/<name>.ipynb`` -- the notebook with its outputs,
-* ``build/<name>.html``  -- the same as a web page,
+* ``build/<name>.html``  -- the same as a web page that needs no internet (maths
+  rendered at build time), titled, linked to the index and its neighbours
+  (:mod:`course_lib.pages`),
 * ``build/index.html``   -- one line per notebook: status, duration, profile.
 
 The source notebooks are never modified. The kernel gets ``COURSE_PROFILE``
-(the chosen profile) and ``COURSE_PROGRESS=text`` (plain-text progress, no
+(the chosen profile), ``OMP_WAIT_POLICY=PASSIVE`` and ``COURSE_PROGRESS=text`` (plain-text progress, no
 widgets) in its environment, and the repository root on ``PYTHONPATH`` so
 that ``import course_lib`` works from the notebooks folder.
 
@@ -34,6 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from course_lib import kernel
 from course_lib.paths import BUILD_DIR, NOTEBOOK_DIR, REPO_ROOT
 from course_lib.profiles import PROFILE_NAMES, UnknownProfileError, get_profile
 
@@ -71,6 +74,8 @@ def find_notebooks(notebook_dir: Path, only: list[str] | None = None) -> list[Pa
 def kernel_env(profile_name: str) -> dict[str, str]:
     """The environment of each notebook's kernel: ours plus the course's switches."""
     env = dict(os.environ)
+    kernel.apply_env(env)                 # OMP_WAIT_POLICY=PASSIVE unless set otherwise
+    kernel.make_spec_findable(env)
     env["COURSE_PROFILE"] = profile_name
     env["COURSE_PROGRESS"] = "text"
     old_path = env.get("PYTHONPATH", "")
@@ -90,15 +95,16 @@ def _short_error(exc: Exception) -> str:
     return first_line[:300]
 
 
-def _write_html(nb, html_path: Path) -> None:
-    """Export an (executed) notebook to one HTML page."""
-    from nbconvert import HTMLExporter
-    body, _resources = HTMLExporter().from_notebook_node(nb)
-    html_path.write_text(body, encoding="utf-8")
+def _write_html(nb, html_path: Path, prev_page: str | None = None,
+                next_page: str | None = None) -> None:
+    """Export an (executed) notebook to one offline HTML page (course_lib.pages)."""
+    from course_lib.pages import export_html
+    export_html(nb, html_path, prev_page=prev_page, next_page=next_page)
 
 
 def run_notebook(path: Path, build_dir: Path, profile_name: str,
-                 timeout: int | None = DEFAULT_TIMEOUT_S) -> NotebookResult:
+                 timeout: int | None = DEFAULT_TIMEOUT_S, *, prev_page: str | None = None,
+                 next_page: str | None = None) -> NotebookResult:
     """Execute one notebook in a fresh kernel; write its .ipynb and .html to ``build_dir``.
 
     Args:
@@ -106,6 +112,8 @@ def run_notebook(path: Path, build_dir: Path, profile_name: str,
         build_dir: where ``<name>.ipynb`` and ``<name>.html`` go.
         profile_name: the value of ``COURSE_PROFILE`` in the kernel.
         timeout: the longest one cell may run, in seconds; 0 or ``None`` for no limit.
+        prev_page, next_page: the pages of the notebooks before and after it (linked
+            from the page, with the index).
 
     Returns:
         A :class:`NotebookResult`; an error in the notebook is reported there, not raised.
@@ -116,10 +124,11 @@ def run_notebook(path: Path, build_dir: Path, profile_name: str,
     path = Path(path)
     build_dir = Path(build_dir)
     nb = nbformat.read(path, as_version=4)
+    kernel.make_spec_findable()           # this process looks the kernel spec up
     client = NotebookClient(
         nb,
         timeout=timeout if timeout else None,
-        kernel_name="python3",
+        kernel_name=kernel.KERNEL_NAME,       # the course kernel (course_lib/kernel.py)
         resources={"metadata": {"path": str(path.parent)}},   # the kernel's working folder
     )
     status, error = "ok", ""
@@ -134,7 +143,7 @@ def run_notebook(path: Path, build_dir: Path, profile_name: str,
     nbformat.write(nb, build_dir / path.name)
     html_name = path.with_suffix(".html").name
     try:
-        _write_html(nb, build_dir / html_name)
+        _write_html(nb, build_dir / html_name, prev_page, next_page)
     except Exception as exc:   # pragma: no cover - a broken export should not hide the result
         html_name = ""
         if status == "ok":
@@ -252,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
             results.append(NotebookResult(name=path.name, status="skipped"))
             continue
         print(f"[{i}/{len(notebooks)}] {path.name} ... ", end="", flush=True)
-        result = run_notebook(path, build_dir, profile_name, timeout=args.timeout)
+        pages = [p.with_suffix(".html").name for p in notebooks]
+        result = run_notebook(path, build_dir, profile_name, timeout=args.timeout,
+                              prev_page=pages[i - 2] if i > 1 else None,
+                              next_page=pages[i] if i < len(pages) else None)
         results.append(result)
         print(f"{result.status} in {result.seconds:.1f} s", flush=True)
         if result.status != "ok":

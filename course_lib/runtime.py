@@ -22,21 +22,39 @@ __all__ = ["get_device", "seed_everything", "mixed_precision_for", "get_accelera
            "Timer", "timed", "synchronize", "default_num_workers", "describe_runtime"]
 
 
-def get_device(preferred: str | None = None) -> torch.device:
+def get_device(preferred: str | torch.device | None = None) -> torch.device:
     """The best device here: CUDA, else Apple MPS, else CPU.
 
-    ``COURSE_DEVICE`` (e.g. ``cpu``) or ``preferred`` overrides the choice.
-    Asking for a device that is not available is a clear error.
+    ``preferred`` (a name or a ``torch.device``; every ``device=`` argument of the
+    course goes through here) or else ``COURSE_DEVICE`` (e.g. ``cpu``) overrides
+    the choice. Asking for a device that is not available, or that the course does
+    not know, is a clear error.
     """
-    want = (preferred or os.environ.get("COURSE_DEVICE", "")).strip().lower()
+    if preferred is not None and not isinstance(preferred, (str, torch.device)):
+        raise TypeError(f"device must be a name such as 'cpu' or 'cuda', or a torch.device, "
+                        f"not a {type(preferred).__name__} ({preferred!r}).")
+    source = "device=" if preferred else "COURSE_DEVICE="
+    fix = "use device='cpu'" if preferred else "unset COURSE_DEVICE or set it to 'cpu'"
+    want = str(preferred or os.environ.get("COURSE_DEVICE", "")).strip().lower()
     if want:
-        if want.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"Device {want!r} was asked for but CUDA is not available here. "
-                               "Unset COURSE_DEVICE or use 'cpu'.")
-        if want == "mps" and not _mps_available():
-            raise RuntimeError("Device 'mps' was asked for but Apple MPS is not available here. "
-                               "Unset COURSE_DEVICE or use 'cpu'.")
-        return torch.device(want)
+        try:
+            device = torch.device(want)
+        except (RuntimeError, ValueError):
+            device = None
+        if device is None or device.type not in ("cpu", "cuda", "mps"):
+            hint = " (did you mean 'cuda'?)" if want.split(":")[0] in ("gpu", "nvidia") else ""
+            raise ValueError(f"{source}{want!r} is not a device the course runs on{hint}. "
+                             "Use 'cpu', 'cuda' (or 'cuda:1' for a second GPU) or 'mps'.")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"Device {want!r} was asked for ({source}{want}) but CUDA is not "
+                               f"available here: {fix}.")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise RuntimeError(f"Device {want!r} was asked for but this machine has "
+                               f"{torch.cuda.device_count()} GPU(s): use 'cuda' or 'cuda:0'.")
+        if device.type == "mps" and not _mps_available():
+            raise RuntimeError(f"Device 'mps' was asked for ({source}{want}) but Apple MPS is not "
+                               f"available here: {fix}.")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if _mps_available():
@@ -67,14 +85,23 @@ def mixed_precision_for(device: torch.device | str) -> str:
 
     ``"bf16"`` on a CUDA GPU that supports it, ``"fp16"`` on an older CUDA GPU,
     ``"no"`` on CPU and MPS (where it rarely speeds small models up).
-    ``COURSE_MIXED_PRECISION`` overrides it (no / fp16 / bf16).
+    ``COURSE_MIXED_PRECISION`` overrides it (no / fp16 / bf16). A mode the device
+    cannot run is refused here rather than reported as active: accelerate silently
+    trains in fp32 when asked for fp16 on a CPU.
     """
     override = os.environ.get("COURSE_MIXED_PRECISION", "").strip().lower()
+    device = torch.device(device)
     if override:
         if override not in ("no", "fp16", "bf16"):
             raise ValueError(f"COURSE_MIXED_PRECISION={override!r}: use one of no, fp16, bf16.")
+        if override == "fp16" and device.type == "cpu":
+            raise ValueError("COURSE_MIXED_PRECISION=fp16 needs a GPU (CUDA or Apple MPS), but this "
+                             "run is on the CPU, where it would silently train in fp32. Use "
+                             "COURSE_MIXED_PRECISION=bf16 (CPU autocast) or no, or unset it.")
+        if override == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("COURSE_MIXED_PRECISION=bf16: this GPU does not support bfloat16. "
+                             "Use fp16 or no, or unset it (the course then picks fp16 here).")
         return override
-    device = torch.device(device)
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "no"
@@ -94,7 +121,7 @@ def get_accelerator(device: torch.device | str | None = None):
     global _ACCELERATOR
     if _ACCELERATOR is None:
         from accelerate import Accelerator
-        device = get_device() if device is None else torch.device(device)
+        device = get_device(device)
         _ACCELERATOR = Accelerator(mixed_precision=mixed_precision_for(device),
                                    cpu=device.type == "cpu")
     return _ACCELERATOR

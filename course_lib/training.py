@@ -14,9 +14,12 @@ is; :func:`fit` does everything around it, the same way for all of them:
   EMA, step, loss history, RNG), written atomically with safetensors; an
   interrupted run (Ctrl-C, the stop button, a killed kernel) continues where
   the last checkpoint left it when ``fit`` is called again with the same path;
-* a divergence guard: a NaN or infinite loss stops training with a message that
-  says what happened and where the last good checkpoint is; that checkpoint is
-  never overwritten by a diverged state.
+* a divergence guard: a NaN or infinite loss, or a step that leaves a weight
+  non-finite (a finite loss with an infinite gradient does that), stops training
+  with a message that says what happened and where the last good checkpoint is;
+  nothing non-finite (weights, optimizer state, EMA) is ever written to a
+  checkpoint, and after the stop the models in memory are restored to that last
+  good checkpoint (or the message says they hold non-finite weights).
 
 A method looks like this (a one-optimizer example; a GAN calls
 ``ctx.optimize`` twice per step, once for each player)::
@@ -53,11 +56,13 @@ from torch import nn
 from . import checkpoints
 from .runtime import get_accelerator, seed_everything
 
-__all__ = ["Method", "StepContext", "History", "TrainingDiverged", "fit", "load_resume_state"]
+__all__ = ["Method", "StepContext", "History", "TrainingDiverged", "fit", "load_resume_state",
+           "nonfinite"]
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the last good checkpoint was kept."""
+    """A loss, a weight or an optimizer state became NaN or infinite; the last good
+    checkpoint was kept (and, where there is one, restored into the models)."""
 
 
 class Method:
@@ -118,17 +123,25 @@ class History:
 
     ``losses[name]`` is a list of ``(step, value)`` pairs.
     ``stopped_by`` is ``"steps"`` (all steps done), ``"time"`` (time budget spent),
-    or ``"already done"`` (resumed a finished run).
+    or ``"already done"`` (resumed a finished run). ``budget_start`` is the value of
+    ``seconds`` at which the current time budget began: 0, or where a run that its
+    time budget stopped was asked to continue.
     """
     losses: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     step: int = 0
     seconds: float = 0.0
     stopped_by: str = ""
     resumed_from: int | None = None
+    budget_start: float = 0.0
 
     def log(self, step: int, values: Mapping[str, float]) -> None:
         for name, value in values.items():
             self.losses.setdefault(name, []).append((step, float(value)))
+
+    @property
+    def budget_seconds(self) -> float:
+        """Seconds spent within the current time budget (what ``max_seconds`` limits)."""
+        return self.seconds - self.budget_start
 
     def last(self, name: str, n: int = 1) -> float:
         """Mean of the last ``n`` logged values of ``name``."""
@@ -138,13 +151,14 @@ class History:
     def as_dict(self) -> dict:
         return {"losses": {k: [list(p) for p in v] for k, v in self.losses.items()},
                 "step": self.step, "seconds": self.seconds, "stopped_by": self.stopped_by,
-                "resumed_from": self.resumed_from}
+                "resumed_from": self.resumed_from, "budget_start": self.budget_start}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> History:
         return cls(losses={k: [(int(s), float(v)) for s, v in pts] for k, pts in d["losses"].items()},
                    step=int(d["step"]), seconds=float(d["seconds"]),
-                   stopped_by=d.get("stopped_by", ""), resumed_from=d.get("resumed_from"))
+                   stopped_by=d.get("stopped_by", ""), resumed_from=d.get("resumed_from"),
+                   budget_start=float(d.get("budget_start", 0.0)))
 
 
 # ----------------------------------------------------------------------------- resume state
@@ -154,8 +168,9 @@ def _unwrap(accelerator, model: nn.Module) -> nn.Module:
     return accelerator.unwrap_model(model) if accelerator is not None else model
 
 
-def _save_resume(path: Path, method: Method, emas: dict, history: History, accelerator,
-                 extra_card: Mapping | None = None) -> None:
+def _resume_state(method: Method, emas: dict, history: History, accelerator,
+                  extra_card: Mapping | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and card of a resume checkpoint (read back by :func:`load_resume_state`)."""
     tensors: dict[str, torch.Tensor] = {}
     card: dict[str, Any] = {"kind": "resume", "step": history.step, "history": history.as_dict(),
                             "models": sorted(method.models), **(extra_card or {})}
@@ -175,7 +190,29 @@ def _save_resume(path: Path, method: Method, emas: dict, history: History, accel
             tensors[f"ema.{name}.{i}"] = p
     card["ema_steps"] = {name: int(ema.optimization_step) for name, ema in emas.items()}
     tensors["rng.torch"] = torch.get_rng_state()
-    checkpoints.save_checkpoint(path, tensors, card)
+    return tensors, card
+
+
+def nonfinite(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an infinity.
+
+    One fused reduction per device (``torch._foreach_norm`` with ``ord=inf``, which
+    cannot overflow), so checking every weight after every step costs little.
+    """
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for name, t in named_tensors:
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and t.numel():
+            by_device.setdefault(t.device, []).append((name, t.detach()))
+    bad: list[str] = []
+    for items in by_device.values():
+        norms = torch._foreach_norm([t for _, t in items], float("inf"))
+        finite = torch.isfinite(torch.stack([n.float() for n in norms])).cpu()
+        bad += [name for (name, _), ok in zip(items, finite.tolist()) if not ok]
+    return bad
+
+
+def _describe_names(names: list[str], limit: int = 4) -> str:
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 def load_resume_state(path: str | Path, method: Method, emas: dict | None = None,
@@ -227,6 +264,29 @@ def load_resume_state(path: str | Path, method: Method, emas: dict | None = None
 # ----------------------------------------------------------------------------- the loop
 
 
+def _loss_values(out, method_name: str) -> dict[str, float]:
+    """What ``training_step`` returned, as name -> float; a clear error for anything else."""
+    if out is None:
+        return {}
+    if not isinstance(out, Mapping):
+        raise TypeError(f"{method_name}.training_step returned a {type(out).__name__}; it must "
+                        "return a dict of the losses to log, e.g. return {'loss': loss}.")
+    values = {}
+    for key, value in out.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise TypeError(f"{method_name}.training_step returned {key!r} with shape "
+                                f"{tuple(value.shape)}; each logged loss must be one number: "
+                                "reduce it first, e.g. loss.mean().")
+            value = value.detach().float().item()
+        elif isinstance(value, (bool, str, bytes)) or not hasattr(value, "__float__"):
+            raise TypeError(f"{method_name}.training_step returned {key!r} = {value!r} (a "
+                            f"{type(value).__name__}); each logged loss must be a number or a "
+                            "one-element tensor.")
+        values[str(key)] = float(value)
+    return values
+
+
 def _to_device(batch, device):
     from accelerate.utils import send_to_device
     return send_to_device(batch, device)
@@ -255,6 +315,15 @@ def _progress(total: int, initial: int, desc: str):
     return tqdm(total=total, initial=initial, desc=desc)
 
 
+def _close_bar(bar, stopped_by: str) -> None:
+    """Close a progress bar. tqdm's notebook bar turns red ("danger") when it closes short of
+    its total, which reads as a failure; a run its time budget ended is not one: it gets the
+    neutral "info" style instead (an interrupted or diverged run stays red)."""
+    bar.close()
+    if stopped_by == "time" and hasattr(bar, "container"):     # tqdm.notebook's widget
+        bar.disp(bar_style="info", check_delay=False)
+
+
 def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None = None,
         resume_path: str | Path | None = None, resume: bool = True,
         checkpoint_every_s: float = 120.0, checkpoint_every: int | None = None,
@@ -267,7 +336,10 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
         method: a :class:`Method` (models, optimizers, ``training_step``).
         data: an iterable of batches, e.g. a ``DataLoader``; it is cycled.
         steps: total optimisation steps (counted across resumes).
-        max_seconds: wall-clock budget (counted across resumes); ``None`` for none.
+        max_seconds: wall-clock budget (counted across resumes of an interrupted run);
+            ``None`` for none. A run that its time budget stopped, called again with
+            more ``steps`` to go, continues toward them with a fresh budget (one line
+            says so).
         resume_path: where resumable state is saved; ``None`` disables checkpoints.
         resume: continue from ``resume_path`` if it exists (otherwise start afresh).
         checkpoint_every_s / checkpoint_every: save every this many seconds / steps.
@@ -282,7 +354,9 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
         a :class:`History` of the logged losses, with ``step``, ``seconds`` and ``stopped_by``.
 
     Raises:
-        TrainingDiverged: a loss became NaN/inf; the last good checkpoint stays at ``resume_path``.
+        TrainingDiverged: a loss, a weight or the optimizer state became NaN/inf; the
+            last good checkpoint stays at ``resume_path`` and is loaded back into the
+            models (without one, the message says the models hold non-finite weights).
     """
     from diffusers.training_utils import EMAModel
 
@@ -308,7 +382,13 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
     if resume and resume_path is not None and resume_path.exists():
         history = load_resume_state(resume_path, method, emas, accelerator)
         history.resumed_from = history.step
-        print(f"Resuming '{desc}' from step {history.step} ({resume_path.name}).")
+        if history.stopped_by == "time" and history.step < steps:
+            history.budget_start = history.seconds       # asked again: a fresh time budget
+            more = "" if max_seconds is None else f" for up to {max_seconds / 60:.3g} min more"
+            print(f"Continuing '{desc}' from step {history.step} toward {steps}: its last run was "
+                  f"stopped by its time budget; training goes on{more} ({resume_path.name}).")
+        else:
+            print(f"Resuming '{desc}' from step {history.step} ({resume_path.name}).")
     start_step, seconds_before = history.step, history.seconds
     seed_everything(seed + start_step)
 
@@ -330,39 +410,59 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
     batches = _cycle(data)
     history.stopped_by = "already done" if start_step >= steps else ""
 
+    good_on_disk = history.resumed_from is not None     # the file at resume_path is a good state
+
+    def diverged(what: str):
+        """Stop: restore the last good checkpoint into the models (or say there is none)."""
+        if resume_path is not None and good_on_disk and resume_path.exists():
+            good = load_resume_state(resume_path, method, emas, accelerator)
+            where = (f"The last good checkpoint (step {good.step}) is kept at {resume_path}, and "
+                     "the models in memory were restored to it.")
+        else:
+            where = ("No checkpoint was written before it, so the models in memory hold "
+                     "non-finite weights: build them again before using them.")
+        raise TrainingDiverged(
+            f"Training diverged at step {history.step}: {what}. {where} "
+            "Fix: lower the learning rate, clip gradients (max_grad_norm=1.0) or "
+            "use mixed_precision 'no', then run again (it resumes from that checkpoint).")
+
     def save():
-        nonlocal last_save_t, last_save_step
+        nonlocal last_save_t, last_save_step, good_on_disk
         if resume_path is None or (history.step == last_save_step and resume_path.exists()):
             return
         history.seconds = seconds_before + time.perf_counter() - t0
         accelerator.wait_for_everyone()
         if main:
-            _save_resume(resume_path, method, emas, history, accelerator, card)
-        last_save_t, last_save_step = time.perf_counter(), history.step
+            tensors, state_card = _resume_state(method, emas, history, accelerator,
+                                                {"steps": steps, **(card or {})})
+            bad = nonfinite((k, v) for k, v in tensors.items() if k != "rng.torch")
+            if bad:     # never let a diverged state become "the last good checkpoint"
+                diverged(f"non-finite values in {_describe_names(bad)} (found before saving)")
+            checkpoints.save_checkpoint(resume_path, tensors, state_card)
+        last_save_t, last_save_step, good_on_disk = time.perf_counter(), history.step, True
 
     try:
         for m in method.models.values():
             m.train()
         while history.step < steps:
-            if max_seconds is not None and seconds_before + time.perf_counter() - t0 >= max_seconds:
+            spent = seconds_before + time.perf_counter() - t0 - history.budget_start
+            if max_seconds is not None and spent >= max_seconds:
                 history.stopped_by = "time"
                 break
             batch = _to_device(next(batches), accelerator.device)
             ctx.step = history.step
             with accelerator.autocast():
                 out = method.training_step(batch, ctx)
-            values = {k: float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
-                      for k, v in (out or {}).items()}
+            values = _loss_values(out, type(method).__name__)
             bad = {k: v for k, v in values.items() if not math.isfinite(v)}
             if bad:
-                where = (f"The last good checkpoint (step {last_save_step}) is kept at {resume_path}."
-                         if resume_path is not None and resume_path.exists() else
-                         "No checkpoint was written before it.")
-                raise TrainingDiverged(
-                    f"Training diverged at step {history.step}: "
-                    + ", ".join(f"{k} = {v}" for k, v in bad.items()) + f". {where} "
-                    "Fix: lower the learning rate, clip gradients (max_grad_norm=1.0) or "
-                    "use mixed_precision 'no', then run again (it resumes from that checkpoint).")
+                diverged(", ".join(f"{k} = {v}" for k, v in bad.items()))
+            # a finite loss can come with an infinite gradient: look at the weights it left
+            bad_weights = nonfinite((f"{name}.{k}", p) for name, m in method.models.items()
+                                    for k, p in _unwrap(accelerator, m).named_parameters())
+            if bad_weights:
+                diverged(f"the loss was finite, but the step left non-finite weights in "
+                         f"{_describe_names(bad_weights)} (an infinite or NaN gradient)")
             for name, ema in emas.items():
                 ema.step(_unwrap(accelerator, method.models[name]).parameters())
             history.step += 1
@@ -391,13 +491,20 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
         raise
     finally:
         if bar is not None:
-            bar.close()
+            _close_bar(bar, history.stopped_by)
         if live is not None:
             live.close(history.losses)
         # hand back plain modules (no accelerate autocast wrapper) and the original optimizers
         method.models = {n: accelerator.unwrap_model(m, keep_fp32_wrapper=False)
                          for n, m in method.models.items()}
         method.optimizers = original_optimizers
+    if history.stopped_by == "time" and main:
+        left = steps - history.step
+        how = ("Run it again to continue toward its steps (it resumes), or give it more time "
+               "(the profile's max_minutes)." if resume_path is not None else
+               "To train it fully, give it more time (max_minutes) or fewer steps.")
+        print(f"'{desc}' stopped by its time budget ({max_seconds / 60:.3g} min) at step {history.step} "
+              f"of {steps}: the model is usable but trained {left} steps less than planned. {how}")
     if copy_ema:
         for name, ema in emas.items():
             ema.copy_to(method.models[name].parameters())

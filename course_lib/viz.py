@@ -362,24 +362,51 @@ def bar(values: dict, title: str | None = None, ylabel: str | None = None, ax=No
     """
     if ax is None:
         if figsize is None:
-            figsize = (max(3.0, 0.9 * len(values) + 1.5), 3.2)
+            # wide enough for the bars and for the title (a long title was cut at both ends)
+            figsize = (max(3.0, 0.9 * len(values) + 1.5, 0.1 * len(title or "") + 0.8), 3.2)
         fig, ax = plt.subplots(figsize=figsize, layout="constrained")
         plt.close(fig)
     names = [str(name) for name in values]
     numbers = [float(v) for v in values.values()]
-    bars = ax.bar(names, numbers, color="tab:blue")
+    bars = ax.bar(range(len(names)), numbers, color="tab:blue")
     ax.bar_label(bars, labels=[fmt.format(v) for v in numbers], fontsize=8, padding=2)
     if reference is not None:
+        # named at the line's right end, outside the bars: a legend box could hide a value
         ax.axhline(reference, color="gray", linestyle="--", linewidth=1, label=reference_label)
-        ax.legend(fontsize=8)
+        ax.annotate(reference_label, xy=(1.0, reference), xycoords=("axes fraction", "data"),
+                    xytext=(3, 0), textcoords="offset points", va="center", ha="left",
+                    fontsize=8, color="gray")
     if ylabel:
         ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     ax.margins(y=0.15)
-    if len(names) > 6:
-        ax.tick_params(axis="x", labelrotation=45)
+    _fit_tick_labels(ax, names)
     return ax.figure
+
+
+def _fit_tick_labels(ax, names: list[str]) -> None:
+    """Category names under bars that never overlap: as they are if they fit, else wrapped
+    onto two or three lines, else turned 30 degrees (measured on the drawn figure)."""
+    import textwrap
+
+    ax.set_xticks(range(len(names)))
+    fig = ax.figure
+
+    def overlapping() -> bool:
+        fig.draw_without_rendering()
+        renderer = fig._get_renderer()          # works for figures pyplot has let go of
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+        return any(a.x1 + 8 > b.x0 for a, b in zip(boxes, boxes[1:]))     # 8 px: a visible gap
+
+    ax.set_xticklabels(names)
+    if len(names) < 2 or not overlapping():
+        return
+    for width in (14, 10):
+        ax.set_xticklabels([textwrap.fill(n, width, break_long_words=False) for n in names])
+        if not overlapping():
+            return
+    ax.set_xticklabels(names, rotation=30, ha="right", rotation_mode="anchor")
 
 
 def heatmap(matrix, row_labels=None, col_labels=None, title: str | None = None, ax=None,

@@ -167,3 +167,12 @@ def test_bad_names_are_refused(tmp_data):
     for bad in ["", "../x", "a/b", ".hidden"]:
         with pytest.raises(ValueError, match="plain name"):
             ck.checkpoint_path(bad, "cpu")
+
+
+def test_a_card_that_is_json_but_not_an_object_is_a_clear_error(tmp_path):
+    """Item 5."""
+    from safetensors.torch import save_file
+    path = tmp_path / "list.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={ck.CARD_KEY: "[1, 2]"})
+    with pytest.raises(ck.CheckpointError, match="JSON but not an object"):
+        ck.read_card(path)

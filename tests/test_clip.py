@@ -7,6 +7,7 @@ or exactly what the construction implies: a mistake in class indexing or in how
 prompts are pooled shows up as a wrong number, not as noise.
 """
 import math
+import time
 
 import numpy as np
 import open_clip
@@ -507,7 +508,7 @@ def test_load_pretrained_missing_paths_and_offline_names(tmp_path, monkeypatch, 
         clip.load_pretrained(tmp_path / "nothing.safetensors")
     with pytest.raises(FileNotFoundError, match="open_clip_config.json"):
         clip.load_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="Unknown open_clip architecture"):
+    with pytest.raises(FileNotFoundError, match="neither a file or folder .* nor an open_clip architecture"):
         clip.load_pretrained("ViT-Q-99")
     monkeypatch.setattr(clip, "_cached_weights", lambda *a, **k: None)
     monkeypatch.delenv("COURSE_ALLOW_DOWNLOADS", raising=False)
@@ -583,3 +584,63 @@ def test_image_intermediates_shapes_and_grads():
     x = x.clone().requires_grad_(True)
     clip.image_intermediates(model, x, grad=True)["image_intermediates"][0].sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- item 5: clear errors
+
+
+@pytest.mark.parametrize("captions, pattern", [
+    (None, "not a NoneType"), (3, "not a int"), (b"a red circle", "bytes.*decode"),
+    ({"a red circle": 1}, "a dict"), (["a red circle", b"a star"], "Caption 1 is bytes"),
+])
+def test_captions_of_the_wrong_kind_are_clear_errors(captions, pattern):
+    with pytest.raises(TypeError, match=pattern):
+        clip.encode_text(tiny_model(), captions)
+
+
+def test_load_pretrained_errors_name_the_file_and_the_fix(tmp_path):
+    model = tiny_model(seed=5)
+    folder = clip.save_open_clip_dir(model, tmp_path / "oc", config=TINY)
+    weights = (folder / "open_clip_model.safetensors").read_bytes()
+    bare = tmp_path / "bare.safetensors"
+    bare.write_bytes(weights)
+    with pytest.raises(ValueError, match=r"Cannot load .*bare\.safetensors.* as open_clip 'ViT-B-32'"):
+        clip.load_pretrained(bare, arch="ViT-B-32", device="cpu")          # the wrong architecture
+    with pytest.raises(ValueError, match="Unknown open_clip architecture arch='ViT-Q-1'"):
+        clip.load_pretrained(bare, arch="ViT-Q-1", device="cpu")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(weights[:500])
+    for arch in (None, "ViT-B-32"):
+        with pytest.raises(checkpoints.CheckpointError, match=r"truncated\.safetensors.*truncated"):
+            clip.load_pretrained(truncated, arch=arch, device="cpu")
+    course = checkpoints.save_model(tmp_path / "course.safetensors", model, config=TINY)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available here"):
+            clip.load_pretrained(course, device="cuda")
+    with pytest.raises(FileNotFoundError, match="'my_weights' is neither a file or folder"):
+        clip.load_pretrained("my_weights")                  # a missing file without a suffix
+
+
+def test_a_long_text_encoding_says_how_long_and_the_caption_bank_is_kept(monkeypatch, capsys):
+    """Item 16: a real ViT-B-32 took 5 silent minutes for the 2,400 prompts of an ensemble."""
+    model = tiny_model(seed=6)
+    calls = []
+    original = model.encode_text
+
+    def slow_encode_text(tokens, *a, **k):
+        calls.append(len(tokens))
+        time.sleep(0.0002 * len(tokens))           # a big text tower on a slow CPU
+        return original(tokens, *a, **k)
+
+    monkeypatch.setattr(model, "encode_text", slow_encode_text)
+    monkeypatch.setattr(clip, "ANNOUNCE_AFTER_S", 0.1)
+    clip.encode_text(model, ["a red circle"] * 10)
+    assert capsys.readouterr().out == ""                                # few captions: no line
+    bank = clip.caption_bank(model)
+    out = capsys.readouterr().out
+    n = len(calls)
+    assert "Encoding 2,400 captions" in out and out.count("\n") == 1
+    assert clip.caption_bank(model) is bank and len(calls) == n        # kept: no second encoding
+    with torch.no_grad():
+        next(model.parameters()).add_(0.1)                              # new weights: encoded again
+    assert clip.caption_bank(model) is not bank and len(calls) > n

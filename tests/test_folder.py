@@ -276,3 +276,50 @@ def test_tiny_images_warn(tmp_path):
     with pytest.warns(UserWarning, match="tiny.png"):
         ds = ImageTextFolder(tmp_path, image_size=32)
     assert ds[0][0].shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.5, None])
+def test_a_bad_image_size_blames_the_size_not_an_image(folder, size):
+    """Item 5."""
+    with pytest.raises(ValueError, match="image_size must be a positive whole number"):
+        ImageTextFolder(folder, image_size=size)
+    with pytest.raises(ValueError, match="image_size must be a positive whole number"):
+        load_image(folder / "red.png", size)
+
+
+# ----------------------------------------------------------------------------- item 3
+
+
+def test_an_unquoted_comma_names_the_line_and_how_to_quote(folder):
+    write_csv(folder, "file,caption\nred.png,a red square\nblue.png,a blue, flat picture\n")
+    with pytest.raises(FolderError, match=r'line 3: 3 cells, but the header has 2.*'
+                                          r'blue.png,"a blue, flat picture"'):
+        ImageTextFolder(folder)
+
+
+def test_a_captions_file_that_is_not_utf8_names_the_file_and_line(folder):
+    (folder / "captions.csv").write_bytes("file,caption\nred.png,a red square\nblue.png,a café\n"
+                                          .encode("latin-1"))
+    with pytest.raises(FolderError, match=r"captions.csv, line 3: the file is not UTF-8 text"):
+        ImageTextFolder(folder)
+
+
+@pytest.mark.parametrize("record, what", [
+    ({"file": "red.png", "caption": 3}, "caption is a int"),
+    ({"file": "red.png", "caption": ["a", "red"]}, "caption is a list"),
+    ({"file": 7, "caption": "a red square"}, "file name is a int"),
+])
+def test_jsonl_values_that_are_not_strings_are_errors(folder, record, what):
+    (folder / "captions.jsonl").write_text('{"file": "blue.png", "caption": "a blue one"}\n'
+                                           + json.dumps(record) + "\n", encoding="utf-8")
+    with pytest.raises(FolderError, match=f"line 2: the {what}"):
+        ImageTextFolder(folder, captions_file="captions.jsonl")
+
+
+def test_an_over_long_caption_is_reported_at_load_time_with_its_line(folder):
+    long = "a small red circle to the left of a large blue square " * 3
+    write_csv(folder, f"file,caption\nred.png,a red square\nblue.png,{long}\n")
+    with pytest.raises(FolderError, match=r"line 3 \(\d+ tokens\).*context_length="):
+        ImageTextFolder(folder, context_length=24)
+    assert len(ImageTextFolder(folder, context_length=77)) == 2       # a pretrained CLIP's context
+    assert len(ImageTextFolder(folder, context_length=0)) == 2        # no check

@@ -78,6 +78,16 @@ def test_mixed_precision_choice(monkeypatch):
         runtime.mixed_precision_for("cpu")
 
 
+def test_fp16_on_a_cpu_is_refused_not_reported_as_active(monkeypatch):
+    """Item 4: accelerate trains in fp32 when asked for fp16 on a CPU; say so instead."""
+    monkeypatch.setenv("COURSE_MIXED_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="fp16 needs a GPU.*bf16"):
+        runtime.mixed_precision_for("cpu")
+    assert runtime.mixed_precision_for("mps") == "fp16"
+    monkeypatch.setenv("COURSE_MIXED_PRECISION", "bf16")
+    assert runtime.mixed_precision_for("cpu") == "bf16"       # CPU autocast runs bf16
+
+
 def test_timer_measures_a_sleep():
     with runtime.Timer() as t:
         time.sleep(0.2)
@@ -95,3 +105,46 @@ def test_workers_are_zero_where_spawn_breaks_notebooks(monkeypatch):
 def test_get_profile_passes_a_profile_through():
     p = profiles.get_profile("cpu").replace(seed=9)
     assert profiles.get_profile(p) is p
+
+
+# ----------------------------------------------------------------------------- item 5: clear errors
+
+
+@pytest.mark.parametrize("changes, error, pattern", [
+    ({"clip": {"batchsize": 3}}, ValueError,
+     r"profile.clip has no field 'batchsize' \(did you mean 'batch_size'"),
+    ({"clipp": {"steps": 3}}, ValueError, "profile has no field 'clipp'"),
+    ({"clip": {"steps": -5}}, ValueError, "profile.clip.steps must not be negative"),
+    ({"clip": {"batch_size": 0}}, ValueError, "batch_size must be above 0"),
+    ({"clip": "small"}, TypeError, "profile.clip is a section"),
+    ({"clip": {"lr": "1e-3"}}, TypeError, "profile.clip.lr must be a float"),
+    ({"seed": 1.5}, TypeError, "profile.seed must be an int"),
+    ({"data": {"two_object_fraction": 1.5}}, ValueError, "between 0 and 1"),
+])
+def test_profile_replace_refuses_what_it_cannot_use(changes, error, pattern):
+    with pytest.raises(error, match=pattern):
+        profiles.get_profile("smoke").replace(**changes)
+
+
+def test_every_built_in_profile_passes_the_replace_checks():
+    import dataclasses
+    for p in profiles.PROFILES.values():
+        for f in dataclasses.fields(p):
+            value = getattr(p, f.name)
+            p.replace(**{f.name: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value})
+    assert profiles.get_profile("smoke").replace(clip={"max_minutes": None}).clip.max_minutes is None
+
+
+def test_get_profile_of_a_non_name_is_a_clear_error():
+    with pytest.raises(TypeError, match="expected a profile name"):
+        profiles.get_profile(3)
+
+
+@pytest.mark.parametrize("name, hint", [("gpu", "did you mean 'cuda'"), ("tpu", "Use 'cpu', 'cuda'")])
+def test_unknown_devices_are_clear_errors(monkeypatch, name, hint):
+    monkeypatch.setenv("COURSE_DEVICE", name)
+    with pytest.raises(ValueError, match=f"COURSE_DEVICE='{name}' is not a device.*{hint}"):
+        runtime.get_device()
+    monkeypatch.delenv("COURSE_DEVICE")
+    with pytest.raises(ValueError, match=f"device='{name}'"):
+        runtime.get_device(name)

@@ -143,3 +143,119 @@ def test_gitignore_keeps_generated_data_out():
     ignored = (ROOT / ".gitignore").read_text()
     for path in ("data/cache/", "data/checkpoints/", "build/", ".venv/"):
         assert path in ignored
+
+
+# ----------------------------------------------------------------------------- item 17
+
+
+def test_every_course_process_starts_with_passive_openmp_threads(pytestconfig, monkeypatch, tmp_path):
+    """Item 17: OMP_WAIT_POLICY=PASSIVE wherever the course starts Python."""
+    import os
+
+    from course_lib import kernel, run_course
+
+    spec = json.loads((kernel.SPEC_DIR / "kernel.json").read_text())
+    assert spec["env"]["OMP_WAIT_POLICY"] == "PASSIVE" and spec["argv"][0] == "python"
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^export OMP_WAIT_POLICY \?= PASSIVE$", makefile, re.M)
+    lab = makefile.split("\nlab:")[1].split("\n\n")[0]
+    assert "-m course_lib.kernel" in lab, "make lab must install the course kernel"
+    installed = Path(kernel.install(prefix=str(tmp_path))) / "kernel.json"
+    assert json.loads(installed.read_text())["env"] == spec["env"]
+    if hasattr(pytestconfig.option, "nbval_kernel_name"):
+        assert pytestconfig.option.nbval_kernel_name == kernel.KERNEL_NAME   # nbval's kernels
+    assert os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"        # this pytest run (the plugin)
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert run_course.kernel_env("smoke")["OMP_WAIT_POLICY"] == "PASSIVE"   # the headless runner
+
+
+@pytest.mark.parametrize("nb", [pytest.param(
+    p, id=p.name, marks=[pytest.mark.xfail(reason="notebook 03 is being written on main: set its "
+                                           "kernelspec to clip-course when merging", strict=False)]
+    if p.name.startswith("03_") else []) for p in NOTEBOOKS])
+def test_notebook_uses_the_course_kernel(nb):
+    """JupyterLab starts the kernel a notebook names: the course kernel sets OMP_WAIT_POLICY."""
+    spec = json.loads(nb.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
+    assert spec["name"] == "clip-course", f"{nb.name}: kernelspec {spec['name']!r}"
+
+
+# ----------------------------------------------------------------------------- item 6
+
+
+def test_every_formula_of_the_notebooks_renders_without_the_internet():
+    """The built pages render maths at build time (course_lib.pages): each formula must be
+    one that matplotlib's mathtext reads, or the page would show it as raw LaTeX."""
+    from course_lib import pages
+
+    failed, n = [], 0
+    for nb in NOTEBOOKS:
+        for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] != "markdown":
+                continue
+            text = "".join(cell["source"])
+            for m in pages._MATH.finditer("".join(pages._CODE.split(text)[::2])):
+                n += 1
+                try:
+                    pages.tex_to_svg(m.group(1) or m.group(2))
+                except Exception as e:      # noqa: BLE001 - any failure is a raw formula on the page
+                    failed.append(f"{nb.name}: {m.group(0)[:60]!r} ({type(e).__name__})")
+    assert n > 0 and not failed, failed
+
+
+# ----------------------------------------------------------------------------- items 10, 11, 14
+
+
+def _text(name: str) -> str:
+    nb = next(p for p in NOTEBOOKS if p.name.startswith(name))
+    return "\n".join("".join(c["source"]) for c in json.loads(nb.read_text(encoding="utf-8"))["cells"])
+
+
+def test_the_notebooks_say_what_their_runs_measure():
+    """Claims the runs contradicted (issue 7): each is now computed, derived or not quoted."""
+    nb00, nb01 = _text("00_"), _text("01_")
+    # item 10: the untrained loss is compared with log B by the numbers, not asserted
+    assert "barely better than guessing" not in nb01 and "verdict" in nb01
+    # item 11: the floor at 1/tau = 1 for unit vectors, derived, and checked against the run
+    assert "about 2.9" not in nb01 and "e^{-B/(B-1)}" in nb01 and "floor_at_1" in nb01
+    # item 14: no colour-swap rates or "coin toss" verdicts that the runs do not give
+    solution_01_3 = nb01.split("**Exercise 3.**")[1].split("</details>")[0]
+    assert not re.search(r"\d+%", solution_01_3) and "close to a coin toss" not in nb01
+    assert "and restart\nthe kernel" not in nb00 and "restart the kernel" not in nb00
+    # item 12: where a short profile shows nothing, the notebook says so from its numbers
+    assert "too short to separate" in nb01 and nb01.count("That is a coin toss in this profile") == 2
+    solution_3 = nb00.split("**Exercise 3.**")[1].split("</details>")[0]
+    assert ".to(device)" in solution_3, "exercise 3's solution must move the test images to the net"
+
+
+def test_notebooks_leave_bar_labels_to_viz_bar():
+    """Item 9: viz.bar fits its labels (wraps, or turns them with the right anchor); a notebook
+    that turns them afterwards undoes that and the labels overlap again."""
+    for nb in NOTEBOOKS:
+        if nb.name.startswith(("00_", "01_", "02_")):
+            assert "labelrotation" not in nb.read_text(encoding="utf-8"), nb.name
+
+
+def test_notebook_headers_give_the_times_of_the_readme_map():
+    """Item 13: the README's map is the one source of the measured times; each notebook's
+    header repeats its row (a row still holding a placeholder is not measured yet)."""
+    rows = {m.group(1): (m.group(2).strip(), m.group(3).strip(), m.group(4).strip())
+            for m in re.finditer(r"^\| (\d\d) \|[^\n]*\| ([^|\n]+) \| ([^|\n]+) \| ([^|\n]+) \|$",
+                                 README, re.M)}
+    checked = 0
+    for nb in NOTEBOOKS:
+        smoke, cpu, gpu = rows[nb.name[:2]]
+        if not (smoke.startswith("~") and cpu.startswith("~")):
+            continue                                   # not measured yet
+        text = _text(nb.name[:3])
+        paragraph = text[text.index("**Time**"):].split("\n\n")[0].split("\n#")[0]
+        header = " ".join(paragraph.split())              # the paragraph, on one line
+        assert f"smoke profile {smoke} " in header, f"{nb.name}: {header!r} vs README smoke {smoke}"
+        assert f"cpu profile {cpu} " in header, f"{nb.name}: {header!r} vs README cpu {cpu}"
+        if gpu == "—":
+            gpu_part = header.split("gpu profile", 1)[1]
+            assert "not measured yet" in gpu_part or "not yet timed" in gpu_part, \
+                f"{nb.name}: a gpu time the README does not have"
+        else:
+            assert f"gpu profile {gpu}" in header
+        checked += 1
+    assert checked >= 3

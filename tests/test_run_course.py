@@ -7,6 +7,7 @@ notebooks as they can.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -18,6 +19,15 @@ from nbformat.v4 import new_code_cell, new_notebook
 from course_lib import run_course
 from course_lib.paths import REPO_ROOT
 from course_lib.pytest_plugin import NotebookDurations
+
+
+def assert_offline(page: str, name: str) -> None:
+    """No script, style, image, link or import that the browser would fetch from the internet."""
+    remote = re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//[^"'\s>]+"""
+                        r"""|url\(\s*["']?(?:https?:)?//[^)]+\)"""
+                        r"""|import\s*\(?\s*["'](?:https?:)?//[^"']+""", page)
+    assert not remote, f"{name}.html fetches {remote[:3]}"
+    assert "mathjax" not in page.lower() and "require.min.js" not in page, name
 
 
 def write_notebook(path, *sources: str) -> None:
@@ -34,12 +44,22 @@ def folders(tmp_path):
     return notebooks, tmp_path / "build"
 
 
-def test_runs_every_notebook_and_writes_html(folders, capsys):
+def test_runs_every_notebook_and_writes_html(folders, capsys, monkeypatch):
     notebooks, build = folders
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)   # the runner sets it, not the caller
     write_notebook(notebooks / "00_hello.ipynb", "print('hello from the course')")
+    hello = nbformat.read(notebooks / "00_hello.ipynb", as_version=4)
+    hello.cells.insert(0, nbformat.v4.new_markdown_cell(
+        "# 00 · Hello\nThe loss $\\log B$ and\n$$\\frac{1}{2B}\\sum_{i=1}^{B} x_i$$\n`$HOME` stays code."))
+    hello.cells.append(new_code_cell(
+        "import sys, time\nfrom tqdm import tqdm\n"
+        "for _ in tqdm(range(3), desc='training', file=sys.stderr, mininterval=0, ascii=True):\n"
+        "    time.sleep(0.01)"))
+    nbformat.write(hello, notebooks / "00_hello.ipynb")
     write_notebook(notebooks / "01_profile.ipynb",
                    'import os\nassert os.environ["COURSE_PROFILE"] == "smoke"\n'
                    'assert os.environ["COURSE_PROGRESS"] == "text"\n'
+                   'assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # item 17: no spinning threads\n'
                    "import course_lib  # importable from the notebooks folder")
     (notebooks / ".ipynb_checkpoints").mkdir()
     write_notebook(notebooks / ".ipynb_checkpoints" / "00_hello-checkpoint.ipynb", "1/0")
@@ -54,9 +74,23 @@ def test_runs_every_notebook_and_writes_html(folders, capsys):
         assert (build / f"{name}.ipynb").exists()
         assert (build / f"{name}.html").exists()
     executed = nbformat.read(build / "00_hello.ipynb", as_version=4)
-    assert "hello from the course" in executed.cells[0].outputs[0]["text"]
+    assert "hello from the course" in executed.cells[1].outputs[0]["text"]
     assert "hello from the course" in (build / "00_hello.html").read_text()
     assert (notebooks / "00_hello.ipynb").read_text() == source_before   # source untouched
+
+    # items 6 and 7: pages that work offline, with a title, links and no pink progress bars
+    page = (build / "00_hello.html").read_text()
+    for name in ("00_hello", "01_profile", "index"):
+        assert_offline((build / f"{name}.html").read_text(), name)
+    assert "<title>00 · Hello</title>" in page
+    assert page.count('class="course-math"') == 2 and "$\\log B$" not in page
+    assert "<code>$HOME</code>" in page
+    assert 'href="index.html"' in page and 'href="01_profile.html"' in page
+    assert 'href="00_hello.html"' in (build / "01_profile.html").read_text()
+    stderr = re.findall(r'data-mime-type="application/vnd.jupyter.stderr"[^>]*>\s*<pre>(.*?)</pre>',
+                        page, re.S)
+    assert len(stderr) == 1 and "3/3" in stderr[0] and "0/3" not in stderr[0]   # the last state only
+    assert re.search(r'class="[^"]*course-log[^"]*" data-mime-type="application/vnd.jupyter.stderr"', page)
 
     index = (build / "index.html").read_text()
     assert "00_hello.html" in index and "01_profile.html" in index

@@ -23,11 +23,12 @@ def toy_data(n=256, d=4, batch=32, seed=0):
 class Regression(Method):
     """One optimizer (the shape of a CLIP step)."""
 
-    def __init__(self, lr=1e-2, fail_at=None, interrupt_at=None, sleep=0.0):
+    def __init__(self, lr=1e-2, fail_at=None, interrupt_at=None, sleep=0.0, grad_scale_at=None):
         torch.manual_seed(0)
         self.models = {"net": nn.Linear(4, 1)}
         self.optimizers = {"net": torch.optim.Adam(self.models["net"].parameters(), lr=lr)}
         self.fail_at, self.interrupt_at, self.sleep = fail_at, interrupt_at, sleep
+        self.grad_scale_at = grad_scale_at or {}   # step -> factor the gradients are multiplied by
 
     def training_step(self, batch, ctx):
         if ctx.step == self.interrupt_at:
@@ -36,7 +37,12 @@ class Regression(Method):
             time.sleep(self.sleep)
         x, y = batch
         loss = F.mse_loss(self.models["net"](x), y)
-        ctx.optimize("net", loss)
+        factor = self.grad_scale_at.get(ctx.step)
+        hooks = [p.register_hook(lambda g: g * factor) for p in self.models["net"].parameters()
+                 ] if factor is not None else []
+        ctx.optimize("net", loss)       # the loss stays finite whatever the gradient is
+        for h in hooks:
+            h.remove()
         if ctx.step == self.fail_at:
             return {"loss": float("nan")}
         return {"loss": loss}
@@ -179,6 +185,39 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
 
 
+def test_a_finite_loss_with_an_infinite_gradient_is_caught_and_never_saved(tmp_path):
+    """Item 1: the guard looks at the weights a step leaves, not only at its loss."""
+    path = tmp_path / "run.resume.safetensors"
+    method = Regression(grad_scale_at={12: float("inf")})
+    with pytest.raises(TrainingDiverged, match=r"step 12: .*non-finite weights.*step 10\) is kept"):
+        fit(method, toy_data(), steps=30, resume_path=path, checkpoint_every=5, plot=False)
+    tensors, card = ck.load_checkpoint(path)
+    assert card["step"] == 10
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+    # the model in memory was restored to that checkpoint, not left holding NaN
+    for key, value in method.models["net"].state_dict().items():
+        assert torch.equal(value, tensors[f"model.net.{key}"]), key
+    # the advised re-run resumes a finite state and finishes
+    history = fit(Regression(), toy_data(), steps=30, resume_path=path, plot=False)
+    assert history.resumed_from == 10 and history.step == 30
+
+
+def test_a_non_finite_optimizer_state_is_never_saved(tmp_path):
+    """Item 1: a gradient of 1e30 overflows Adam's second moment while the weights stay finite."""
+    path = tmp_path / "run.resume.safetensors"
+    method = Regression(grad_scale_at={7: 1e30})
+    with pytest.raises(TrainingDiverged, match=r"non-finite values in optim\.net.*before saving"):
+        fit(method, toy_data(), steps=30, resume_path=path, checkpoint_every=5, plot=False)
+    tensors, card = ck.load_checkpoint(path)
+    assert card["step"] == 5
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
+def test_without_a_checkpoint_the_divergence_message_says_the_weights_are_not_finite():
+    with pytest.raises(TrainingDiverged, match="hold non-finite weights"):
+        fit(Regression(grad_scale_at={3: float("inf")}), toy_data(), steps=10, plot=False)
+
+
 def test_time_budget_stops_early():
     history = fit(Regression(sleep=0.02), toy_data(), steps=10_000, max_seconds=0.3, plot=False)
     assert history.stopped_by == "time" and 1 <= history.step < 100
@@ -219,3 +258,132 @@ def test_history_round_trip():
     h.log(2, {"loss": 1.0})
     h2 = History.from_dict(h.as_dict())
     assert h2.losses == h.losses and math.isclose(h2.last("loss", 2), 1.5)
+
+
+class SlowRegression(Method):
+    """A regression step on a given model that takes at least ``sleep`` seconds."""
+
+    def __init__(self, model, sleep=0.02):
+        self.models = {"net": model}
+        self.optimizers = {"net": torch.optim.Adam(model.parameters(), lr=1e-2)}
+        self.sleep = sleep
+
+    def training_step(self, batch, ctx):
+        time.sleep(self.sleep)
+        x, y = batch
+        loss = F.mse_loss(self.models["net"](x), y)
+        ctx.optimize("net", loss)
+        return {"loss": loss}
+
+
+def test_a_run_stopped_by_its_time_budget_continues_when_asked_again(tmp_data, capsys):
+    """Item 18: a checkpoint cut short by time is not cached as finished."""
+    from course_lib.profiles import get_profile
+
+    profile, steps = get_profile("smoke"), 40
+
+    def build(config):
+        torch.manual_seed(0)
+        return nn.Linear(4, 1)
+
+    def train(model, resume_path):
+        h = fit(SlowRegression(model), toy_data(), steps=steps, max_seconds=0.25,
+                resume_path=resume_path, plot=False)
+        return {"steps": h.step, "stopped_by": h.stopped_by, "budget_s": h.budget_seconds,
+                "total_s": h.seconds}
+
+    def ask():
+        return ck.load_or_train("slow", config={"d": 4}, build=build, train=train, profile=profile,
+                                device="cpu")
+
+    _, card = ask()
+    first = card["metrics"]["steps"]
+    assert card["metrics"]["stopped_by"] == "time" and first < steps
+    assert card["training"] == {"stopped_by": "time", "step": first, "steps": steps}
+    resume = ck.checkpoint_path("slow", profile).with_name("slow.resume.safetensors")
+    assert resume.exists()
+    capsys.readouterr()
+    _, card = ask()
+    out = capsys.readouterr().out
+    assert f"stopped by its time budget at step {first} of {steps}: training continues" in out
+    assert card["source"] == "trained" and card["metrics"]["steps"] > first   # a fresh budget
+    assert card["metrics"]["budget_s"] < 0.25 + 0.2 < card["metrics"]["total_s"] + 0.2
+    assert card["metrics"]["budget_s"] < card["metrics"]["total_s"]
+    for _ in range(10):               # each call gets one more time budget until the steps are done
+        if "training" not in card:
+            break
+        _, card = ask()
+    assert card["metrics"]["steps"] == steps and card["metrics"]["stopped_by"] == "steps"
+    assert "training" not in card
+    assert not resume.exists()
+    _, card = ask()
+    assert card["source"] == "loaded"
+
+
+def test_a_shortened_checkpoint_without_its_resume_state_says_how_to_continue(tmp_data, capsys):
+    from course_lib.profiles import get_profile
+
+    profile = get_profile("smoke")
+    path = ck.checkpoint_path("short", profile)
+    ck.save_model(path, nn.Linear(4, 1), config={"d": 4}, profile=profile,
+                  training={"stopped_by": "time", "step": 20, "steps": 800})
+    _, card = ck.load_or_train("short", config={"d": 4}, build=lambda c: nn.Linear(4, 1),
+                               train=lambda m, r: {}, profile=profile, device="cpu")
+    assert card["source"] == "loaded"
+    note = ck.shortened_note(card, "short")
+    assert "after 20 of 800 steps" in note and "retrain=True" in note
+    assert note in capsys.readouterr().out
+    assert ck.shortened_note({"metrics": {}}) == ""
+
+
+class Returns(Method):
+    """A learner-written method whose training_step returns ``make(loss)``."""
+
+    def __init__(self, make):
+        self.models = {"net": nn.Linear(4, 1)}
+        self.optimizers = {"net": torch.optim.SGD(self.models["net"].parameters(), lr=0.01)}
+        self.make = make
+
+    def training_step(self, batch, ctx):
+        x, y = batch
+        loss = F.mse_loss(self.models["net"](x), y)
+        ctx.optimize("net", loss)
+        return self.make(loss)
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda loss: "loss", r"returned a str; it must return a dict"),
+    (lambda loss: loss, r"returned a Tensor; it must return a dict"),
+    (lambda loss: {"loss": "low"}, r"'loss' = 'low' \(a str\)"),
+    (lambda loss: {"loss": loss * torch.ones(3)}, r"'loss' with shape \(3,\).*loss.mean\(\)"),
+])
+def test_a_training_step_that_returns_no_scalar_losses_is_a_clear_error(make, pattern):
+    """Item 5."""
+    with pytest.raises(TypeError, match=pattern):
+        fit(Returns(make), toy_data(), steps=3, plot=False)
+
+
+def test_a_run_ended_by_its_time_budget_closes_its_bar_neutral_and_says_so(monkeypatch, capsys):
+    """Item 8: tqdm's notebook bar turns red when closed short of its total."""
+    pytest.importorskip("ipywidgets")
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    from course_lib import training
+
+    bars = []
+
+    def progress(total, initial, desc):
+        bars.append(notebook_tqdm(total=total, initial=initial, desc=desc))
+        return bars[-1]
+
+    monkeypatch.setattr(training, "_progress", progress)
+    history = fit(Regression(sleep=0.02), toy_data(), steps=1000, max_seconds=0.2, plot=False, desc="toy")
+    assert history.stopped_by == "time"
+    assert bars[-1].container.children[1].bar_style == "info"          # not "danger" (red)
+    out = capsys.readouterr().out
+    assert f"'toy' stopped by its time budget (0.00333 min) at step {history.step} of 1000" in out
+    assert "give it more time (max_minutes) or fewer steps" in out     # no resume path: no resuming
+    # an interrupted run stays red
+    with pytest.raises(KeyboardInterrupt):
+        fit(Regression(interrupt_at=3), toy_data(), steps=10, plot=False)
+    assert bars[-1].container.children[1].bar_style == "danger"

@@ -202,3 +202,28 @@ def test_liveplot_redraws_at_most_every_every_s(monkeypatch):
     live.update({"loss": [1.0, 0.9]})     # too soon: skipped
     live.close({"loss": [1.0, 0.9, 0.8]})  # the final state is always drawn
     assert drawn == [1, 3]
+
+
+@pytest.mark.parametrize("names", [
+    ["real, own captions", "real, shuffled captions", "renderer, own captions", "noise, own captions"],
+    ["canonical", "training synonym", "unseen synonym"],
+    [f"a rather long category name {i}" for i in range(8)],
+])
+def test_bar_names_never_overlap_and_the_reference_hides_no_value(names):
+    """Item 9: notebook 02's CLIP-score chart and 01's synonyms chart had overlapping labels;
+    notebook 00's legend hid a value."""
+    fig = viz.bar({n: 0.9 for n in names}, reference=0.5, title="t")
+    (ax,) = fig.axes
+    fig.draw_without_rendering()
+    renderer = fig._get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+    assert len(boxes) == len(names)
+    assert _no_overlap(boxes), [b.bounds for b in boxes]
+    assert ax.get_legend() is None                       # no legend box over the bars
+    value_boxes = [t.get_window_extent(renderer) for t in ax.texts if t.get_text() == "0.90"]
+    label = next(t for t in ax.texts if t.get_text() == "chance").get_window_extent(renderer)
+    assert not any(label.overlaps(b) for b in value_boxes)
+
+
+def _no_overlap(boxes) -> bool:
+    return not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])

@@ -13,8 +13,13 @@ Explained in notebook 00, section "Your own images".
 Captions file
 -------------
 * CSV with a header line: columns ``file,caption`` (``image`` may replace
-  ``file``); other columns are ignored. Quote captions that contain commas.
-* or JSON Lines (``.jsonl``): one object per line, ``{"file": ..., "caption": ...}``.
+  ``file``); other columns are ignored. Quote captions that contain commas
+  (a line with more cells than the header is an error that names it).
+* or JSON Lines (``.jsonl``): one object per line, ``{"file": ..., "caption": ...}``;
+  the file and the caption must be JSON strings.
+* UTF-8 text (an Excel BOM is fine); anything else is an error naming the line.
+* Every caption must fit the text encoder (``context_length`` tokens, by default
+  the profile's CLIP): an over-long caption is reported at load time, with its line.
 * Without ``captions_file`` the folder's ``captions.csv`` or ``captions.jsonl`` is used.
 * File paths are relative to the folder (absolute paths work too). A file may be
   listed several times with different captions: each line is one item.
@@ -100,21 +105,31 @@ def read_captions(path: str | Path) -> list[tuple[str, str, int]]:
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        entries = _read_csv(path)
-    elif suffix == ".jsonl":
-        entries = _read_jsonl(path)
-    else:
+    if suffix not in (".csv", ".jsonl"):
         raise FolderError(f"Captions file {path} has the extension {suffix or '(none)'!r}; "
                           "use a .csv file (header 'file,caption') or a .jsonl file "
                           "(lines like {\"file\": \"cat.png\", \"caption\": \"a cat\"}).")
+    try:
+        entries = _read_csv(path) if suffix == ".csv" else _read_jsonl(path)
+    except UnicodeDecodeError as err:
+        raw = path.read_bytes()
+        line = raw[:err.start].count(b"\n") + 1
+        raise FolderError(
+            f"{path}, line {line}: the file is not UTF-8 text (byte {raw[err.start:err.start + 1]!r} "
+            f"at position {err.start}). Save it as UTF-8: in Excel 'CSV UTF-8', in a text editor "
+            "'Save with encoding: UTF-8'.") from None
     if not entries:
         raise FolderError(f"Captions file {path} lists no images. Add one line per image.")
     return entries
 
 
 def _check_entry(path: Path, line: int, file, caption) -> tuple[str, str, int]:
-    """One entry, with a clear error for an empty file name or caption."""
+    """One entry, with a clear error for an empty or non-text file name or caption."""
+    for what, value in (("file name", file), ("caption", caption)):
+        if value is not None and not isinstance(value, str):
+            raise FolderError(f"{path}, line {line}: the {what} is a {type(value).__name__} "
+                              f"({json.dumps(value)}), not text. Write it as a JSON string in "
+                              f"double quotes, e.g. \"caption\": \"a red circle\".")
     file = "" if file is None else str(file).strip()
     caption = "" if caption is None else str(caption).strip()
     if not file:
@@ -146,6 +161,12 @@ def _read_csv(path: Path) -> list[tuple[str, str, int]]:
             line = reader.line_num
             if not row or all(not cell.strip() for cell in row):
                 continue                                            # blank line
+            if len(row) > len(columns):
+                raise FolderError(
+                    f"{path}, line {line}: {len(row)} cells, but the header has {len(columns)} "
+                    f"({', '.join(header)}). A caption that contains a comma must be in double "
+                    f"quotes, e.g. {row[i_file]},\"{','.join(row[i_caption:])}\" -- otherwise "
+                    "the text after the comma is lost.")
             cells = row + [""] * (len(columns) - len(row))
             entries.append(_check_entry(path, line, cells[i_file], cells[i_caption]))
     return entries
@@ -242,6 +263,14 @@ def center_square(image: Image.Image) -> Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
+def _check_image_size(image_size) -> int:
+    """``image_size`` as an int, or a ValueError that blames it (not an image)."""
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size <= 0:
+        raise ValueError(f"image_size must be a positive whole number of pixels (e.g. 32), "
+                         f"not {image_size!r}.")
+    return int(image_size)
+
+
 def load_image(path: str | Path, image_size: int = 32) -> np.ndarray:
     """Read one image and make it like the world's: uint8 (image_size, image_size, 3).
 
@@ -251,7 +280,9 @@ def load_image(path: str | Path, image_size: int = 32) -> np.ndarray:
 
     Raises:
         FolderError: the file cannot be read as an image (naming it).
+        ValueError: ``image_size`` is not a positive whole number.
     """
+    image_size = _check_image_size(image_size)
     path = Path(path)
     try:
         with Image.open(path) as image:
@@ -289,19 +320,25 @@ class ImageTextFolder(Dataset):
         verify: read every image now, so that a broken file is reported at once
             (and keep the converted images in memory). False: read each image
             when it is first used.
+        context_length: the most tokens a caption may have (start and end markers
+            included): None for the active profile's CLIP
+            (``profile.clip.context_length``), e.g. 77 for a pretrained CLIP, 0 for
+            no check. Over-long captions are reported here with their lines, not
+            later by training with a batch position.
 
     Raises:
         FolderError: with the file, the line and the fix: no captions file,
             unknown extension, missing column, empty caption, missing image
-            files (all listed in one error), unreadable images.
+            files (all listed in one error), unreadable images, captions longer
+            than ``context_length`` tokens (all listed in one error).
     """
 
     def __init__(self, root: str | Path, captions_file: str | Path | None = None,
-                 image_size: int = 32, verify: bool = True):
+                 image_size: int = 32, verify: bool = True, context_length: int | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FolderError(f"Image folder {self.root} does not exist (or is not a folder).")
-        self.image_size = int(image_size)
+        self.image_size = _check_image_size(image_size)
         self.captions_file = find_captions_file(self.root, captions_file)
         entries = read_captions(self.captions_file)
         self.files = [self._resolve(file) for file, _, _ in entries]
@@ -309,6 +346,7 @@ class ImageTextFolder(Dataset):
         self.captions = [caption for _, caption, _ in entries]
         self.lines = [line for _, _, line in entries]
         self._check_files_exist(entries)
+        self._check_token_lengths(context_length)
         self._cache: dict[Path, np.ndarray] = {}
         if verify:
             self._load_all()
@@ -316,6 +354,27 @@ class ImageTextFolder(Dataset):
     def _resolve(self, file: str) -> Path:
         path = Path(file)
         return path if path.is_absolute() else self.root / path
+
+    def _check_token_lengths(self, context_length: int | None) -> None:
+        from ..clip import count_tokens
+        from ..profiles import get_profile
+
+        if context_length is None:
+            context_length = get_profile().clip.context_length
+        if not context_length:
+            return
+        counts = count_tokens(self.captions, int(context_length))
+        long = [(line, caption, n) for line, caption, n in zip(self.lines, self.captions, counts)
+                if n > context_length]
+        if long:
+            listed = "; ".join(f"line {line} ({n} tokens): {caption[:60]!r}"
+                               for line, caption, n in long[:MAX_LISTED])
+            more = f" and {len(long) - MAX_LISTED} more" if len(long) > MAX_LISTED else ""
+            raise FolderError(
+                f"{self.captions_file}: {len(long)} caption(s) have more tokens than the text encoder "
+                f"reads ({context_length}, start and end markers included): {listed}{more}. "
+                "Shorten them (a word is usually one token), or pass context_length= the "
+                "context of the CLIP you train (0: no check).")
 
     def _check_files_exist(self, entries) -> None:
         missing = [(file, line) for (file, _, line), path in zip(entries, self.files)
