@@ -169,10 +169,7 @@ def test_every_course_process_starts_with_passive_openmp_threads(pytestconfig, m
     assert run_course.kernel_env("smoke")["OMP_WAIT_POLICY"] == "PASSIVE"   # the headless runner
 
 
-@pytest.mark.parametrize("nb", [pytest.param(
-    p, id=p.name, marks=[pytest.mark.xfail(reason="notebook 03 is being written on main: set its "
-                                           "kernelspec to clip-course when merging", strict=False)]
-    if p.name.startswith("03_") else []) for p in NOTEBOOKS])
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_uses_the_course_kernel(nb):
     """JupyterLab starts the kernel a notebook names: the course kernel sets OMP_WAIT_POLICY."""
     spec = json.loads(nb.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
