@@ -426,7 +426,8 @@ def train_gan(gan: TextToImageGAN, encoder, *, config: Mapping | None = None, pr
     """Train ``gan`` in place through :func:`course_lib.training.fit`; returns ``(history, method)``.
 
     Args:
-        config: default ``gan.config``. steps / max_minutes: default the config's.
+        config: default ``gan.config``. steps / max_minutes: default the config's; a config
+            with ``steps=None`` trains for exactly ``max_minutes`` (notebook 03's twin).
         data: batches ``(images, captions)``; default the world's train split
             (:func:`training_batches`).
     """
@@ -439,9 +440,10 @@ def train_gan(gan: TextToImageGAN, encoder, *, config: Mapping | None = None, pr
                              captions="random", two_object_fraction=0.0, profile=p)
         data = training_batches(train, cfg["batch_size"], cfg["seed"])
     method = GANMethod(gan, encoder, cfg)
-    steps = int(cfg["steps"] if steps is None else steps)
+    steps = cfg["steps"] if steps is None else steps        # None: train for max_minutes exactly
     minutes = cfg["max_minutes"] if max_minutes is None else max_minutes
-    history = fit(method, data, steps=steps, max_seconds=None if minutes is None else 60.0 * minutes,
+    history = fit(method, data, steps=None if steps is None else int(steps),
+                  max_seconds=None if minutes is None else 60.0 * minutes,
                   resume_path=resume_path, desc=desc, seed=cfg["seed"], log_every=10,
                   plot=p.plot_every_s if plot is None else plot, card={"config": cfg})
     gan.eval()

@@ -324,7 +324,7 @@ def _close_bar(bar, stopped_by: str) -> None:
         bar.disp(bar_style="info", check_delay=False)
 
 
-def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None = None,
+def fit(method: Method, data: Iterable, *, steps: int | None, max_seconds: float | None = None,
         resume_path: str | Path | None = None, resume: bool = True,
         checkpoint_every_s: float = 120.0, checkpoint_every: int | None = None,
         log_every: int = 10, max_grad_norm: float | None = None, copy_ema: bool = True,
@@ -335,7 +335,9 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
     Args:
         method: a :class:`Method` (models, optimizers, ``training_step``).
         data: an iterable of batches, e.g. a ``DataLoader``; it is cycled.
-        steps: total optimisation steps (counted across resumes).
+        steps: total optimisation steps (counted across resumes). ``None``: the time
+            budget is the target, not a guard ("train for 4 minutes", e.g. to compare two
+            methods at equal wall-clock time): the run is finished when ``max_seconds`` is spent.
         max_seconds: wall-clock budget (counted across resumes of an interrupted run);
             ``None`` for none. A run that its time budget stopped, called again with
             more ``steps`` to go, continues toward them with a fresh budget (one line
@@ -362,8 +364,11 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
 
     from .viz import LivePlot
 
-    if steps < 0:
+    if steps is None and max_seconds is None:
+        raise ValueError("fit(steps=None) trains for max_seconds: give max_seconds too.")
+    if steps is not None and steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    target = math.inf if steps is None else steps
     accelerator = get_accelerator()
     resume_path = Path(resume_path) if resume_path is not None else None
     original_optimizers = dict(method.optimizers)
@@ -382,7 +387,7 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
     if resume and resume_path is not None and resume_path.exists():
         history = load_resume_state(resume_path, method, emas, accelerator)
         history.resumed_from = history.step
-        if history.stopped_by == "time" and history.step < steps:
+        if history.stopped_by == "time" and history.step < target and steps is not None:
             history.budget_start = history.seconds       # asked again: a fresh time budget
             more = "" if max_seconds is None else f" for up to {max_seconds / 60:.3g} min more"
             print(f"Continuing '{desc}' from step {history.step} toward {steps}: its last run was "
@@ -408,7 +413,7 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
     t0 = time.perf_counter()
     last_save_t, last_save_step = t0, start_step
     batches = _cycle(data)
-    history.stopped_by = "already done" if start_step >= steps else ""
+    history.stopped_by = "already done" if start_step >= target else ""
 
     good_on_disk = history.resumed_from is not None     # the file at resume_path is a good state
 
@@ -444,7 +449,7 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
     try:
         for m in method.models.values():
             m.train()
-        while history.step < steps:
+        while history.step < target:
             spent = seconds_before + time.perf_counter() - t0 - history.budget_start
             if max_seconds is not None and spent >= max_seconds:
                 history.stopped_by = "time"
@@ -498,7 +503,7 @@ def fit(method: Method, data: Iterable, *, steps: int, max_seconds: float | None
         method.models = {n: accelerator.unwrap_model(m, keep_fp32_wrapper=False)
                          for n, m in method.models.items()}
         method.optimizers = original_optimizers
-    if history.stopped_by == "time" and main:
+    if history.stopped_by == "time" and main and steps is not None:   # None: time was the plan
         left = steps - history.step
         how = ("Run it again to continue toward its steps (it resumes), or give it more time "
                "(the profile's max_minutes)." if resume_path is not None else

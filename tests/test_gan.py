@@ -253,3 +253,21 @@ def test_interpolations_have_one_image_per_step(model):
     assert gan.interpolate_noise(model, "a red circle", n=5).shape == (5, 3, 32, 32)
     strip = gan.interpolate_captions(model, "a red circle", "a blue circle", n=4)
     assert strip.shape == (4, 3, 32, 32)
+
+
+def test_a_twin_trained_for_a_time_is_finished_when_its_time_is_spent(encoder, tmp_data):
+    """steps=None: the time budget is the plan (notebook 03's same-time twin), so the run is
+    final -- not 'stopped short' and continued on the next call."""
+    cfg = tiny_config(encoder, steps=None, max_minutes=0.02)
+    calls = []
+
+    def train(model, resume):
+        calls.append(1)
+        h, _ = gan.train_gan(model, encoder, config=cfg, profile="smoke", resume_path=resume,
+                             data=_batches(), plot=False)
+        assert h.stopped_by == "time" and h.step > 0
+        return {"steps": h.step}
+
+    checkpoints.load_or_train("twin", config=cfg, build=gan.build_gan, train=train, profile="smoke")
+    _, card = checkpoints.load_or_train("twin", config=cfg, build=gan.build_gan, train=train, profile="smoke")
+    assert calls == [1] and card["source"] == "loaded" and "training" not in card

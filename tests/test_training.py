@@ -387,3 +387,23 @@ def test_a_run_ended_by_its_time_budget_closes_its_bar_neutral_and_says_so(monke
     with pytest.raises(KeyboardInterrupt):
         fit(Regression(interrupt_at=3), toy_data(), steps=10, plot=False)
     assert bars[-1].container.children[1].bar_style == "danger"
+
+
+def test_steps_none_trains_for_the_time_budget_and_needs_one():
+    """fit(steps=None): the time budget is the plan, not a guard."""
+    net = nn.Linear(2, 1)
+
+    class M(Method):
+        def __init__(self):
+            self.models = {"net": net}
+            self.optimizers = {"net": torch.optim.SGD(net.parameters(), 0.01)}
+
+        def training_step(self, batch, ctx):
+            loss = net(batch).pow(2).mean()
+            ctx.optimize("net", loss)
+            return {"loss": loss}
+
+    with pytest.raises(ValueError, match="max_seconds"):
+        fit(M(), [torch.randn(4, 2)], steps=None, plot=False)
+    h = fit(M(), [torch.randn(4, 2)], steps=None, max_seconds=0.2, plot=False)
+    assert h.stopped_by == "time" and h.step > 1
