@@ -108,7 +108,7 @@ class VaeSizes:
     batch_size: int = 128
     lr: float = 2e-3
     max_minutes: float = 4.0
-    compare_steps: int = 250       # each fusion of notebook 05's comparison table (and beta sweep)
+    compare_steps: int = 300       # each fusion of notebook 05's comparison table (and beta sweep)
     compare_minutes: float = 1.0
 
 
