@@ -250,7 +250,7 @@ PROFILES: dict[str, Profile] = {
                        steps=800, batch_size=64, warmup_steps=20, max_minutes=1.0),
         judge=JudgeSizes(width=16, n_train=6_000, steps=800, batch_size=128, max_minutes=1.0,
                          n_eval=500),
-        gan=GanSizes(n_train=4_000, steps=200, max_minutes=1.0),
+        gan=GanSizes(g_width=8, d_width=8, n_train=4_000, steps=200, max_minutes=1.0),
         vae=VaeSizes(latent_dim=16, width=16, text_dim=32, steps=400, batch_size=64, lr=3e-3,
                      max_minutes=0.5, compare_steps=100, compare_minutes=0.2),
         autoencoder=AutoencoderSizes(block_out_channels=(8, 16), steps=200, batch_size=32,
