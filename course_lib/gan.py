@@ -395,29 +395,13 @@ class GANMethod(Method):
         return out
 
 
-class _Batches(torch.utils.data.Dataset):
-    """Whole batches indexed at once from a WorldDataset (no per-item collate)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, indices):
-        images, captions, _ = self.dataset.batch(indices)
-        return images, captions
-
-
 def training_batches(dataset, batch_size: int, seed: int = 0):
     """Batches ``(images (B, 3, H, W) in [-1, 1], captions)`` from a WorldDataset, shuffled
     each epoch in an order fixed by ``seed``; captions drawn afresh from the world's
     templates every time (``captions="random"``)."""
-    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+    from .data import batch_loader
 
-    sampler = BatchSampler(RandomSampler(range(len(dataset)), generator=torch.Generator().manual_seed(seed)),
-                           batch_size=batch_size, drop_last=True)
-    return DataLoader(_Batches(dataset), sampler=sampler, batch_size=None)
+    return batch_loader(lambda i: dataset.batch(i)[:2], len(dataset), batch_size, seed)
 
 
 def train_gan(gan: TextToImageGAN, encoder, *, config: Mapping | None = None, profile=None,

@@ -466,13 +466,10 @@ def judge_loader(dataset, batch_size: int, seed: int = 0):
         dataset: a :class:`~course_lib.data.WorldDataset` (its ``images`` and ``attributes``).
         batch_size: images per batch (the last incomplete batch is dropped).
     """
-    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+    from .data import batch_loader
 
-    tensors = TensorDataset(dataset.images, _targets(dataset.attributes))
-    sampler = BatchSampler(RandomSampler(tensors, generator=torch.Generator().manual_seed(seed)),
-                           batch_size=batch_size, drop_last=True)
-    # batch_size=None: the sampler yields lists of indices, TensorDataset indexes with them
-    return DataLoader(tensors, sampler=sampler, batch_size=None)
+    images, targets = dataset.images, _targets(dataset.attributes)
+    return batch_loader(lambda i: (images[i], targets[i]), len(images), batch_size, seed)
 
 
 def train_judge(judge: Judge, config: Mapping, resume_path=None, profile=None,

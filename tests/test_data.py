@@ -557,3 +557,15 @@ def test_make_loader_collates_and_is_seeded():
     again = next(iter(make_loader(ds, batch_size=16, shuffle=True, seed=1, num_workers=0)))
     assert again[1] == captions
     assert make_loader(ds, profile="smoke").batch_size == 64
+
+
+def test_batch_loader_gives_whole_shuffled_batches_fixed_by_seed():
+    from course_lib.data import batch_loader
+    seen = []
+    loader = batch_loader(lambda i: (seen.append(type(i)), i)[1], n=10, batch_size=4, seed=1)
+    first = [b.tolist() for b in loader]
+    assert len(first) == 2 and all(len(b) == 4 for b in first)          # the last 2 are dropped
+    assert len(set(sum(first, []))) == 8 and seen[0] is torch.Tensor
+    again = [b.tolist() for b in batch_loader(lambda i: i, n=10, batch_size=4, seed=1)]
+    assert again == first
+    assert [b.tolist() for b in loader] != first                         # a new order each epoch

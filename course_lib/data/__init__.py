@@ -41,6 +41,7 @@ from .world import (
     WorldDataset,
     allowed_combos,
     attribute_names,
+    batch_loader,
     cache_path,
     canonical_caption,
     caption_for,
@@ -74,7 +75,7 @@ __all__ = [
     "sample_attributes", "sample_layout", "render", "render_attributes", "generate",
     "load_split", "cache_path",
     # torch
-    "WorldDataset", "make_loader",
+    "WorldDataset", "make_loader", "batch_loader",
     # your own images
     "ImageTextFolder", "FolderError", "read_captions", "load_image", "to_rgb",
 ]

@@ -65,7 +65,7 @@ __all__ = [
     "sample_attributes", "sample_layout", "coverage", "render", "render_attributes", "generate",
     "load_split", "cache_path",
     # torch
-    "WorldDataset", "make_loader",
+    "WorldDataset", "make_loader", "batch_loader",
 ]
 
 # ---------------------------------------------------------------------------
@@ -1033,3 +1033,33 @@ def make_loader(dataset, batch_size: int | None = None, shuffle: bool = True, se
     return DataLoader(dataset, batch_size=batch_size or profile.data.batch_size, shuffle=shuffle,
                       drop_last=drop_last, num_workers=workers, generator=generator,
                       persistent_workers=workers > 0)
+
+class _WholeBatches(Dataset):
+    """Indexed with a list of indices (a whole batch) -> ``get_batch(indices)``."""
+
+    def __init__(self, get_batch, n: int):
+        self.get_batch, self.n = get_batch, int(n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, indices):
+        return self.get_batch(torch.as_tensor(indices))
+
+
+def batch_loader(get_batch, n: int, batch_size: int, seed: int = 0) -> DataLoader:
+    """Whole batches from in-memory data, in a shuffled order fixed by ``seed``.
+
+    ``get_batch(indices)`` receives one batch's indices as an int64 tensor and returns
+    the batch (e.g. ``lambda i: (images[i], labels[i])``): one indexing per batch, no
+    per-item collate, which on a 2-core CPU is many times faster than a DataLoader that
+    assembles small models' batches item by item. Each epoch draws a new permutation of
+    ``range(n)``; the last incomplete batch is dropped. No worker processes.
+    """
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    sampler = BatchSampler(RandomSampler(range(int(n)), generator=torch.Generator().manual_seed(int(seed))),
+                           batch_size=int(batch_size), drop_last=True)
+    # batch_size=None: the sampler yields lists of indices, the dataset takes a whole list
+    return DataLoader(_WholeBatches(get_batch, n), sampler=sampler, batch_size=None)
+

@@ -124,22 +124,6 @@ class AutoencoderMethod(Method):
         return {"loss": loss, "recon": rec, "kl": kl}
 
 
-def _loader(images: torch.Tensor, batch_size: int, seed: int):
-    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
-
-    class _Images(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(images)
-
-        def __getitem__(self, idx):
-            return images[torch.as_tensor(idx)]
-
-    sampler = BatchSampler(RandomSampler(range(len(images)),
-                                         generator=torch.Generator().manual_seed(seed)),
-                           batch_size=batch_size, drop_last=True)
-    return DataLoader(_Images(), sampler=sampler, batch_size=None)
-
-
 @torch.no_grad()
 def measure_scaling_factor(model: nn.Module, images, n: int = 2000, seed: int = 0) -> dict:
     """``1 / std`` of posterior samples of up to ``n`` images (the Stable Diffusion
@@ -159,15 +143,16 @@ def measure_scaling_factor(model: nn.Module, images, n: int = 2000, seed: int = 
 def train_autoencoder(model: nn.Module, config: Mapping, *, profile=None, resume_path=None,
                       plot: bool | float | None = None) -> dict:
     """Train ``model`` in place; returns its metrics, the scaling factor included."""
-    from ..data import WorldDataset
+    from ..data import WorldDataset, batch_loader
 
     p = get_profile(profile)
     t = config["training"]
     train = WorldDataset("train", n=t["n_train"], image_size=config["model"]["sample_size"],
                          seed=t["seed"], captions="canonical", profile=p)
     method = AutoencoderMethod(model, lr=t["lr"], steps=t["steps"], kl_weight=t["kl_weight"])
-    history = fit(method, _loader(train.images, t["batch_size"], t["seed"]), steps=t["steps"],
-                  max_seconds=60.0 * t["max_minutes"], resume_path=resume_path,
+    images = train.images
+    history = fit(method, batch_loader(lambda i: images[i], len(images), t["batch_size"], t["seed"]),
+                  steps=t["steps"], max_seconds=60.0 * t["max_minutes"], resume_path=resume_path,
                   desc="autoencoder", seed=t["seed"], log_every=10,
                   plot=p.plot_every_s if plot is None else plot, card={"config": dict(config)})
     model.eval()

@@ -355,9 +355,7 @@ def training_data(config: Mapping, encoder, profile=None, seed: int | None = Non
     embeddings are computed once up front (the text encoder is frozen), so a training
     step never runs CLIP.
     """
-    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
-
-    from ..data import WorldDataset
+    from ..data import WorldDataset, batch_loader
 
     p = get_profile(profile)
     seed = config["seed"] if seed is None else seed
@@ -372,19 +370,11 @@ def training_data(config: Mapping, encoder, profile=None, seed: int | None = Non
         _EMBEDDINGS.clear()
         _EMBEDDINGS[key] = embs
 
-    class _Pairs(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(train)
+    def pairs(idx):               # one of each image's two captions, drawn per batch
+        which = torch.randint(0, 2, (len(idx),))
+        return train.images[idx], embs[which, idx]
 
-        def __getitem__(self, idx):          # idx: a list of indices (a whole batch)
-            idx = torch.as_tensor(idx)
-            which = torch.randint(0, 2, (len(idx),))
-            return train.images[idx], embs[which, idx]
-
-    sampler = BatchSampler(RandomSampler(range(len(train)),
-                                         generator=torch.Generator().manual_seed(seed)),
-                           batch_size=config["batch_size"], drop_last=True)
-    return DataLoader(_Pairs(), sampler=sampler, batch_size=None)
+    return batch_loader(pairs, len(train), config["batch_size"], seed)
 
 
 def train_vae(model: ClipVAE, config: Mapping, *, encoder=None, profile=None, resume_path=None,
