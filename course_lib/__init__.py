@@ -25,6 +25,8 @@ gan            a CLIP-conditioned GAN (DF-GAN style): losses,
                training, sampling, interpolation           (notebook 03)
 vae            the CLIP-conditioned VAE and its fusions; the KL
                autoencoder of latent diffusion              (notebook 05)
+registry       what the training command can train (each module
+               registers its load-or-train function)
 =============  =========================================================
 
 Submodules are imported on use (``from course_lib import data``) so that
@@ -33,4 +35,4 @@ Submodules are imported on use (``from course_lib import data``) so that
 __version__ = "0.1.0"
 
 __all__ = ["profiles", "runtime", "data", "images", "training", "checkpoints", "viz", "paths", "clip",
-           "metrics", "conditioning", "gan", "vae"]
+           "metrics", "conditioning", "gan", "vae", "registry"]

@@ -1299,3 +1299,8 @@ def image_intermediates(model: nn.Module, images, *, indices: int | Sequence[int
     with torch.set_grad_enabled(grad):
         return model.forward_intermediates(image=x, image_indices=indices, normalize=True,
                                            normalize_intermediates=normalize_intermediates)
+
+
+# The training command (python -m course_lib.train) finds this model here.
+from . import registry as _registry
+_registry.register("clip", load_or_train_clip, section="clip")

@@ -1255,3 +1255,7 @@ class Report:
     def _repr_markdown_(self) -> str:
         return self.to_markdown()
 
+
+# The training command (python -m course_lib.train) finds this model here.
+from . import registry as _registry
+_registry.register("judge", load_judge, section="judge")
