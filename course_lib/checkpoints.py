@@ -32,6 +32,8 @@ Explained in notebook 00, section "Checkpoints: train once, load everywhere".
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as _dt
 import json
 import os
@@ -46,7 +48,7 @@ from torch import nn
 from . import paths
 
 __all__ = ["CheckpointError", "CheckpointMismatchError", "NotACourseCheckpointError",
-           "save_checkpoint", "load_checkpoint",
+           "use", "current_source", "reference_path", "describe_reference", "save_checkpoint", "load_checkpoint",
            "read_card", "save_model", "load_model", "load_or_train", "checkpoint_path",
            "find_checkpoint", "flatten_state", "unflatten_state", "library_versions",
            "config_diff", "shortened_note"]
@@ -65,6 +67,65 @@ class CheckpointMismatchError(CheckpointError):
 
 class NotACourseCheckpointError(CheckpointError):
     """A readable safetensors file without a course card (e.g. open_clip weights)."""
+
+
+# ----------------------------------------------------------------------------- own or reference
+
+#: Which checkpoint :func:`load_or_train` uses: "auto", "own" or "reference" (see :func:`use`).
+_SOURCE: contextvars.ContextVar[str] = contextvars.ContextVar("course_checkpoint_source", default="auto")
+SOURCES = ("auto", "own", "reference")
+
+
+@contextlib.contextmanager
+def use(source: str):
+    """Choose, for the calls inside the ``with`` block, which checkpoints are loaded::
+
+        with checkpoints.use("own"):        # my own run: train here if there is none
+            mine, _ = gan.load_or_train_gan()
+        with checkpoints.use("reference"):  # the course's reference from data/shipped/
+            ref, _ = gan.load_or_train_gan()
+
+    * ``"auto"`` (the default): this machine's checkpoint; else, where the profile allows
+      it (cpu, gpu), a shipped one from ``data/shipped/``; else train.
+    * ``"own"``: this machine's checkpoint, or train; shipped files are ignored.
+    * ``"reference"``: only the shipped file (an error naming the command that makes it
+      when there is none). Dependencies loaded inside the block (the CLIP a generator was
+      trained on) come from ``data/shipped/`` too, so the chain stays consistent.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"checkpoints.use({source!r}): choose one of {', '.join(map(repr, SOURCES))}.")
+    token = _SOURCE.set(source)
+    try:
+        yield
+    finally:
+        _SOURCE.reset(token)
+
+
+def current_source() -> str:
+    """The source chosen by the innermost :func:`use` block ("auto" outside any)."""
+    return _SOURCE.get()
+
+
+def reference_path(name: str) -> Path:
+    """Where the shipped (reference or bundled) checkpoint ``name`` lives."""
+    checkpoint_path(name, directory=paths.SHIPPED_DIR)      # validates the name
+    return paths.SHIPPED_DIR / f"{name}{SUFFIX}"
+
+
+def regenerate_command(name: str) -> str:
+    return f"python -m course_lib.train {name} --reference"
+
+
+def describe_reference(card: Mapping, name: str) -> str:
+    """One line saying what a shipped checkpoint is (from its card)."""
+    ref = card.get("reference") if isinstance(card.get("reference"), Mapping) else None
+    if ref:
+        minutes = ref.get("minutes")
+        took = f"trained {minutes:.0f} min" if isinstance(minutes, (int, float)) else "trained"
+        return (f"Loaded the course reference '{name}' ({took} on {ref.get('device', '?')}, "
+                f"{ref.get('steps', '?')} steps, commit {str(ref.get('commit', '?'))[:7]}).")
+    return (f"Loaded the shipped checkpoint '{name}' from data/shipped/ (profile "
+            f"{card.get('profile', '?')}, {str(card.get('date', '?'))[:10]}).")
 
 
 # ----------------------------------------------------------------------------- low level
@@ -343,11 +404,23 @@ def find_checkpoint(name: str, profile: Any = None) -> Path | None:
     """The checkpoint :func:`load_or_train` would load, or None (see module docstring)."""
     from .profiles import get_profile
     profile = get_profile(profile)
+    source = current_source()
     local = checkpoint_path(name, profile)
+    shipped = reference_path(name)
+    if source == "reference":
+        if not profile.use_shipped_checkpoints:
+            raise CheckpointError(
+                f"The {profile.name} profile never uses shipped checkpoints (CI trains every "
+                f"model), so there is no reference '{name}' to load here. Fix: use the cpu or "
+                "gpu profile, or leave out checkpoints.use('reference').")
+        if not shipped.exists():
+            raise CheckpointError(
+                f"No course reference '{name}' in {_short(paths.SHIPPED_DIR)}/. Fix: make it "
+                f"with `{regenerate_command(name)}`, or unpack an instructor's bundle there.")
+        return shipped
     if local.exists():
         return local
-    shipped = paths.SHIPPED_DIR / f"{name}{SUFFIX}"
-    if profile.use_shipped_checkpoints and shipped.exists():
+    if source == "auto" and profile.use_shipped_checkpoints and shipped.exists():
         return shipped
     return None
 
@@ -400,11 +473,29 @@ def load_or_train(name: str, *, config: Mapping, build: Callable[[dict], nn.Modu
                 + "\n  ".join(diff) + "\nFix: pass retrain=True to replace it, use another name, "
                 "or delete the file.")
         continuing = None if shipped else _unfinished(card, resume)
+        other = _dependency_mismatch(config, card.get("config", {})) if shipped else None
+        if other and current_source() == "auto":
+            # e.g. a shipped generator trained on the course's reference CLIP, while this
+            # learner trained their own CLIP: the two do not fit together
+            if verbose:
+                print(f"A shipped '{name}' exists but was trained on another {other} than yours: "
+                      f"training your own. (Load the shipped one with its own {other} inside "
+                      "`with course_lib.checkpoints.use('reference'):`.)")
+            found, shipped = None, False
+        elif other:
+            raise CheckpointMismatchError(
+                f"The shipped '{name}' was trained on another {other} than the one loaded with it. "
+                f"Fix: regenerate the references together with `{regenerate_command(name)}`.")
     if found is not None and continuing is None:
-        model = build(dict(use_config)).to(device)
-        card = load_model(found, model, config=use_config)
+        if shipped:
+            model, card = _load_shipped(name, found, config, build, device)
+        else:
+            model = build(dict(use_config)).to(device)
+            card = load_model(found, model, config=use_config)
         card["source"] = "shipped" if shipped else "loaded"
-        if verbose:
+        if verbose and shipped:
+            print(describe_reference(card, name))
+        elif verbose:
             minutes = card.get("metrics", {}).get("train_minutes")
             took = f", trained {minutes:.1f} min" if isinstance(minutes, (int, float)) else ""
             print(f"Loaded checkpoint '{name}' from {_short(found)} "
@@ -429,13 +520,54 @@ def load_or_train(name: str, *, config: Mapping, build: Callable[[dict], nn.Modu
     metrics = train(model, resume) or {}
     stopped = _stopped_short(resume)
     extra = {"training": stopped} if stopped else {}
-    save_model(local, model, config=config, profile=profile, metrics=metrics, **extra)
-    if resume.exists() and not stopped:   # training finished: its resumable state is no longer needed
-        resume.unlink()
-        resume.with_suffix(".json").unlink(missing_ok=True)
+    # Under `accelerate launch` / torchrun every process trained the same weights: one writes.
+    from .runtime import is_main_process, wait_for_everyone
+    if is_main_process():
+        save_model(local, model, config=config, profile=profile, metrics=metrics, **extra)
+        if resume.exists() and not stopped:   # training finished: its resumable state is no longer needed
+            resume.unlink()
+            resume.with_suffix(".json").unlink(missing_ok=True)
+    wait_for_everyone()
     card = read_card(local)
     card["source"] = "trained"
     model.eval()
+    return model, card
+
+
+def _dependency_mismatch(config: Mapping, found: Mapping) -> str | None:
+    """The name of a model this config depends on (an entry with a ``fingerprint``, such
+    as the CLIP of a generator) whose weights differ from those ``found`` was trained with."""
+    for key, value in config.items():
+        if isinstance(value, Mapping) and "fingerprint" in value:
+            other = found.get(key)
+            if not isinstance(other, Mapping) or other.get("fingerprint") != value["fingerprint"]:
+                return str(key).upper() if key == "clip" else str(key)
+    return None
+
+
+def _load_shipped(name: str, path: Path, config: Mapping, build, device) -> tuple[nn.Module, dict]:
+    """Build a model from a shipped checkpoint's own config and load it (fp16 weights are
+    cast to the model's dtype). A file that no longer fits the code is a clear error."""
+    card = read_card(path)
+    use_config = card.get("config", {})
+    fix = (f"Fix: regenerate it with `{regenerate_command(name)}` (or delete {_short(path)} "
+           "to train your own).")
+    if set(use_config) != set(config):
+        gone, new = sorted(set(use_config) - set(config)), sorted(set(config) - set(use_config))
+        raise CheckpointMismatchError(
+            f"The shipped checkpoint {_short(path)} was made by an older version of the course: "
+            f"its config has fields the code no longer knows ({', '.join(gone) or 'none'}) and "
+            f"lacks fields the code needs ({', '.join(new) or 'none'}). " + fix)
+    try:
+        model = build(dict(use_config)).to(device)
+        card = load_model(path, model, config=use_config)
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"{e}\nThe shipped checkpoint no longer matches the code. "
+                                      + fix) from e
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointMismatchError(
+            f"The shipped checkpoint {_short(path)} cannot be built by this version of the "
+            f"course ({type(e).__name__}: {e}). " + fix) from e
     return model, card
 
 

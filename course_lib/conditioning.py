@@ -49,7 +49,9 @@ def text_encoder(profile=None, *, device=None, verbose: bool = True):
 
     p = get_profile(profile)
     device = get_device(device)
-    key = (p.name, p.clip, p.data.image_size, str(device))
+    from .checkpoints import current_source
+    # the source matters: inside checkpoints.use("reference") the shipped CLIP is another model
+    key = (p.name, p.clip, p.data.image_size, str(device), current_source())
     enc = _ENCODERS.get(key)
     if enc is None:
         model, _card = load_or_train_clip(p, device=device, verbose=verbose)
@@ -60,12 +62,18 @@ def text_encoder(profile=None, *, device=None, verbose: bool = True):
 
 
 def clip_fingerprint(model: nn.Module) -> str:
-    """A 12-hex-digit hash of a CLIP's weights (names, shapes and values)."""
+    """A 12-hex-digit hash of a CLIP's weights (names, shapes and values).
+
+    Values are hashed at fp16 precision: shipped checkpoints and instructors' bundles are
+    stored in fp16, and a generator must still recognise the CLIP it was trained on."""
     h = hashlib.sha256()
     for name, value in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(str(tuple(value.shape)).encode())
-        h.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        value = value.detach().to("cpu")
+        if value.is_floating_point():
+            value = value.half()
+        h.update(value.to(torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 __all__ = ["get_device", "seed_everything", "mixed_precision_for", "get_accelerator",
+           "num_processes", "is_main_process", "wait_for_everyone",
            "Timer", "timed", "synchronize", "default_num_workers", "describe_runtime"]
 
 
@@ -125,6 +126,28 @@ def get_accelerator(device: torch.device | str | None = None):
         _ACCELERATOR = Accelerator(mixed_precision=mixed_precision_for(device),
                                    cpu=device.type == "cpu")
     return _ACCELERATOR
+
+
+def num_processes() -> int:
+    """How many processes train together (``accelerate launch`` / ``torchrun`` set
+    ``WORLD_SIZE``); 1 in a notebook or a plain ``python`` run."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def is_main_process() -> bool:
+    """True in the one process that writes files and prints summaries."""
+    if num_processes() == 1:
+        return True
+    return get_accelerator().is_main_process
+
+
+def wait_for_everyone() -> None:
+    """A barrier across the training processes (nothing to wait for in one process)."""
+    if num_processes() > 1:
+        get_accelerator().wait_for_everyone()
 
 
 def default_num_workers(requested: int | None = None) -> int:
