@@ -451,7 +451,13 @@ def fit(method: Method, data: Iterable, *, steps: int | None, max_seconds: float
             m.train()
         while history.step < target:
             spent = seconds_before + time.perf_counter() - t0 - history.budget_start
-            if max_seconds is not None and spent >= max_seconds:
+            out_of_time = max_seconds is not None and spent >= max_seconds
+            if max_seconds is not None and not single:
+                # clocks differ between processes: all stop at the same step, or the
+                # ones still training would wait for the others for ever
+                flag = torch.tensor([float(out_of_time)], device=accelerator.device)
+                out_of_time = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+            if out_of_time:
                 history.stopped_by = "time"
                 break
             batch = _to_device(next(batches), accelerator.device)
