@@ -2,12 +2,14 @@
 #   make course   execute every notebook headless (active profile) into build/
 #   make test     unit tests, then every notebook under nbval (smoke profile)
 #   make lab      open JupyterLab on notebooks/
+#   make train    train every model of the active profile outside Jupyter (ARGS="gan --steps 2000")
+#   make bundle   pack the trained checkpoints (fp16, sampling-only) for learners
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: course test unit notebooks lab lint clean bundle
+.PHONY: course test unit notebooks lab lint clean bundle train
 
 # OpenMP threads that sleep while they wait: on a busy 2-core machine spinning threads make
 # training many times slower (course_lib/kernel.py). A value set in the environment wins.
@@ -38,10 +40,12 @@ lab: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check course_lib tests notebooks
 
-# Instructors: after `make course` in the gpu profile, pack the checkpoints for learners.
-bundle:
-	tar -czf build/checkpoints-gpu.tar.gz -C data/checkpoints/gpu .
-	@echo "Learners unpack it into data/shipped/:  mkdir -p data/shipped && tar -xzf checkpoints-gpu.tar.gz -C data/shipped"
+# Instructors: train every model once (COURSE_PROFILE=gpu make train), then pack them for learners.
+train: $(STAMP)
+	COURSE_PROGRESS=text $(BIN)/python -m course_lib.train $(if $(ARGS),$(ARGS),all)
+
+bundle: $(STAMP)
+	$(BIN)/python -m course_lib.train --bundle
 
 clean:
 	rm -rf build .pytest_cache

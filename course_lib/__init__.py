@@ -27,6 +27,8 @@ vae            the CLIP-conditioned VAE and its fusions; the KL
                autoencoder of latent diffusion              (notebook 05)
 registry       what the training command can train (each module
                registers its load-or-train function)
+train          python -m course_lib.train <name>|all: every model
+               outside Jupyter, references, bundles
 =============  =========================================================
 
 Submodules are imported on use (``from course_lib import data``) so that
@@ -35,4 +37,4 @@ Submodules are imported on use (``from course_lib import data``) so that
 __version__ = "0.1.0"
 
 __all__ = ["profiles", "runtime", "data", "images", "training", "checkpoints", "viz", "paths", "clip",
-           "metrics", "conditioning", "gan", "vae", "registry"]
+           "metrics", "conditioning", "gan", "vae", "registry", "train"]

@@ -19,6 +19,9 @@ Fields of an entry:
   (e.g. from ``metrics.evaluate``) for the command's summary table.
 * ``reference``     -- optional changes to the section for ``--reference`` (longer budget,
   bigger sizes), declared next to the profile section.
+* ``sample``        -- a generator's ``sample(model, captions, *, seed)``: the command grades
+  it with ``metrics.evaluate`` (alignment, Fréchet distance, images/s) when it has no
+  ``summarise`` of its own.
 """
 from __future__ import annotations
 
@@ -48,15 +51,18 @@ class Trainable:
     section: str | None = None
     summarise: Callable[..., Mapping[str, Any]] | None = None
     reference: Mapping[str, Any] = field(default_factory=dict)
+    sample: Callable[..., Any] | None = None
 
 
 _REGISTRY: dict[str, Trainable] = {}
 
 
 def register(name: str, load_or_train: Callable[..., Any], *, after=(), section: str | None = None,
-             summarise=None, reference: Mapping[str, Any] | None = None) -> Trainable:
+             summarise=None, reference: Mapping[str, Any] | None = None,
+             sample: Callable[..., Any] | None = None) -> Trainable:
     """Register a model for the training command (idempotent: a module reloaded re-registers)."""
-    entry = Trainable(name, load_or_train, tuple(after), section, summarise, dict(reference or {}))
+    entry = Trainable(name, load_or_train, tuple(after), section, summarise, dict(reference or {}),
+                      sample)
     _REGISTRY[name] = entry
     return entry
 
