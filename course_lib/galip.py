@@ -547,11 +547,28 @@ def load_or_train_galip(profile=None, *, retrain: bool = False, config: Mapping 
     config = dict(config or galip_config(p, encoder, **changes))
 
     def train(model, resume_path):
-        history, _ = train_galip(model, encoder, config=config, profile=p, resume_path=resume_path)
+        # in stages, grading after each (outside the training clock): the card keeps
+        # "alignment per minute of training", notebook 04's curve
+        from . import metrics
+
+        judge = metrics.load_judge(p, verbose=False) if config["probes"] else None
+        captions, attrs = metrics.evaluation_set(p, min(500, p.judge.n_eval)) if judge else (None, None)
+        stages = [int(round(config["steps"] * (i + 1) / config["probes"])) for i in range(config["probes"])] \
+            if judge and config["steps"] else [None]
+        curve = []
+        for target in stages:
+            history, _ = train_galip(model, encoder, config=config, profile=p, resume_path=resume_path,
+                                     steps=target)
+            if judge is not None:
+                al = metrics.alignment(sample(model, captions, seed=0), attrs, judge)
+                curve.append({"step": history.step, "minutes": history.seconds / 60.0,
+                              "all right (seen)": al["seen"]["all"],
+                              "all right (held-out)": al.get("held-out", {}).get("all", float("nan"))})
+                model.train()
         return {"steps": history.step, "train_minutes": history.seconds / 60.0,
                 "stopped_by": history.stopped_by,
                 "seconds_per_step": history.seconds / max(1, history.step),
-                "losses": {k: v for k, v in history.losses.items()}}
+                "losses": {k: v for k, v in history.losses.items()}, "curve": curve}
 
     # the CLIP is attached at build time (the generator runs through it), checked against the
     # card's record of the CLIP it was trained with before any weights are used

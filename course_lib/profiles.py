@@ -118,6 +118,8 @@ class GalipSizes:
     clip_weight: float = 4.0       # GALIP's weight of the text-image similarity term
     ema_decay: float = 0.0
     max_minutes: float = 6.0       # a guard: the steps are sized to end well before it
+    probes: int = 4                # alignment graded this many times during training (the curve)
+    ablation_steps: int = 300      # each arm of notebook 04's ablation (with / without prompts)
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,7 @@ PROFILES: dict[str, Profile] = {
                          n_eval=500),
         gan=GanSizes(g_width=8, d_width=8, n_train=4_000, steps=200, max_minutes=1.0),
         galip=GalipSizes(code_channels=16, mate_blocks=1, g_width=8, d_channels=32, n_train=4_000,
-                         steps=200, max_minutes=1.0),
+                         steps=200, max_minutes=1.0, probes=2, ablation_steps=60),
         vae=VaeSizes(latent_dim=16, width=16, text_dim=32, steps=400, batch_size=64, lr=3e-3,
                      max_minutes=0.5, compare_steps=100, compare_minutes=0.2),
         autoencoder=AutoencoderSizes(block_out_channels=(8, 16), steps=200, batch_size=32,
