@@ -275,20 +275,21 @@ class MBlock(nn.Module):
 
 
 class MateG(nn.Module):
-    """GALIP's Mate-G: noise -> a ``grid``×``grid`` code map -> M-blocks conditioned on
+    """GALIP's Mate-G: noise (``code_from_text``: noise and sentence) -> a ``grid``×``grid``
+    code map -> M-blocks conditioned on
     ``c = [noise, sentence]`` -> the **bridge feature**, ``(B, clip_width, grid, grid)``,
     shaped like the ViT's patch embeddings (what its ``conv1`` would give)."""
 
     def __init__(self, noise_dim: int, cond_dim: int, code_channels: int, n_blocks: int,
-                 clip_width: int, grid: int):
+                 clip_width: int, grid: int, code_from_text: bool = False):
         super().__init__()
-        self.grid, self.code_channels = grid, code_channels
-        self.fc = nn.Linear(noise_dim, code_channels * grid * grid)
+        self.grid, self.code_channels, self.code_from_text = grid, code_channels, code_from_text
+        self.fc = nn.Linear(cond_dim if code_from_text else noise_dim, code_channels * grid * grid)
         self.blocks = nn.ModuleList(MBlock(code_channels, code_channels, cond_dim) for _ in range(n_blocks))
         self.to_bridge = nn.Conv2d(code_channels, clip_width, 3, padding=1)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        x = self.fc(z).view(len(z), self.code_channels, self.grid, self.grid)
+        x = self.fc(c if self.code_from_text else z).view(len(z), self.code_channels, self.grid, self.grid)
         for block in self.blocks:
             x = block(x, c)
         return self.to_bridge(x)
@@ -340,7 +341,8 @@ class CLIPGenerator(nn.Module):
         self.prompt_at = list(config["prompt_at"])
         self.bridge_scale = float(config["bridge_scale"])
         self.clip_width = W
-        self.mate = MateG(self.noise_dim, cond, config["code_channels"], config["mate_blocks"], W, grid)
+        self.mate = MateG(self.noise_dim, cond, config["code_channels"], config["mate_blocks"], W, grid,
+                          config["code_from_text"])
         self.fc_prompt = nn.Linear(cond, W * len(self.prompt_at)) if self.prompt_at else None
         n_up = int(round(math.log2(size / grid)))
         if grid * 2 ** n_up != size:

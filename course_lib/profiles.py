@@ -106,6 +106,7 @@ class GalipSizes:
     d_channels: int = 64           # Mate-D's output channels (GALIP: 512)
     d_head: str = "concat"         # "concat" (GALIP: tiled sentence, two convs) or "projection"
     prompts: bool = True           # text-predicted prompt tokens in the bridge (the ablation: False)
+    code_from_text: bool = False   # Mate-G's first map from [noise, sentence] (GALIP: noise only)
     bridge_scale: float = 0.1      # h = f + 0.1 * CLIP_blocks(f, prompts) (GALIP's constant)
     n_train: int = 50_000
     batch_size: int = 32
