@@ -104,15 +104,16 @@ class GalipSizes:
     mate_blocks: int = 2           # Mate-G's M-blocks (GALIP: 4)
     g_width: int = 16              # up-sampling channels at full size (x2, x4 towards the CLIP grid)
     d_channels: int = 64           # Mate-D's output channels (GALIP: 512)
-    d_head: str = "concat"         # "concat" (GALIP: tiled sentence, two convs) or "projection"
+    d_head: str = "projection"     # GALIP's is "concat" (tiled sentence, two convs); see lr_g
     prompts: bool = True           # text-predicted prompt tokens in the bridge (the ablation: False)
-    code_from_text: bool = False   # Mate-G's first map from [noise, sentence] (GALIP: noise only)
+    code_from_text: bool = True    # Mate-G's first map from [noise, sentence] (GALIP: noise only)
     bridge_scale: float = 0.1      # h = f + 0.1 * CLIP_blocks(f, prompts) (GALIP's constant)
     n_train: int = 50_000
     batch_size: int = 32
     steps: int = 1_000
-    lr_g: float = 1e-4             # GALIP: 1e-4 / 4e-4
-    lr_d: float = 4e-4
+    lr_g: float = 1e-3             # GALIP: 1e-4 / 4e-4. Smoke trials, 200 steps, colour / all four right:
+    lr_d: float = 4e-4             # paper's 23% / 0%; lr 1e-3 45% / 0.4%; + projection 52% / 0.9%;
+                                   # + code_from_text 82% / 5.8%; + lr_d 4e-4 88% / 8.0%
     ma_gp_weight: float = 2.0      # MA-GP on (CLIP features, sentence): 2 * mean(|grad|^6)
     ma_gp_power: float = 6.0
     ma_gp_every: int = 4           # lazy regularisation, as notebook 03
@@ -280,7 +281,7 @@ PROFILES: dict[str, Profile] = {
                          n_eval=500),
         gan=GanSizes(g_width=8, d_width=8, n_train=4_000, steps=200, max_minutes=1.0),
         galip=GalipSizes(code_channels=16, mate_blocks=1, g_width=8, d_channels=32, n_train=4_000,
-                         steps=200, max_minutes=1.0, probes=2, ablation_steps=60),
+                         steps=200, max_minutes=1.0, probes=2, ablation_steps=40),
         vae=VaeSizes(latent_dim=16, width=16, text_dim=32, steps=400, batch_size=64, lr=3e-3,
                      max_minutes=0.5, compare_steps=100, compare_minutes=0.2),
         autoencoder=AutoencoderSizes(block_out_channels=(8, 16), steps=200, batch_size=32,
