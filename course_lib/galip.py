@@ -567,6 +567,8 @@ def load_or_train_galip(profile=None, *, retrain: bool = False, config: Mapping 
                               "all right (seen)": al["seen"]["all"],
                               "all right (held-out)": al.get("held-out", {}).get("all", float("nan"))})
                 model.train()
+            if history.stopped_by == "time":
+                break                      # the guard stopped it: later stages would add no step
         return {"steps": history.step, "train_minutes": history.seconds / 60.0,
                 "stopped_by": history.stopped_by,
                 "seconds_per_step": history.seconds / max(1, history.step),
