@@ -23,6 +23,8 @@ conditioning   what every generator shares: the frozen CLIP text
                encoder, its fingerprint, the finish of sample()
 gan            a CLIP-conditioned GAN (DF-GAN style): losses,
                training, sampling, interpolation           (notebook 03)
+galip          GALIP: the frozen CLIP inside both players (Mate-D
+               on CLIP features, Mate-G's bridge with prompts) (notebook 04)
 vae            the CLIP-conditioned VAE and its fusions; the KL
                autoencoder of latent diffusion              (notebook 05)
 registry       what the training command can train (each module
@@ -37,4 +39,4 @@ Submodules are imported on use (``from course_lib import data``) so that
 __version__ = "0.1.0"
 
 __all__ = ["profiles", "runtime", "data", "images", "training", "checkpoints", "viz", "paths", "clip",
-           "metrics", "conditioning", "gan", "vae", "registry", "train"]
+           "metrics", "conditioning", "gan", "galip", "vae", "registry", "train"]

@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 
 __all__ = ["Profile", "DataSizes", "ClipSizes", "JudgeSizes", "GanSizes", "VaeSizes",
-           "AutoencoderSizes", "PROFILES", "PROFILE_NAMES", "get_profile", "detect_profile_name",
+           "AutoencoderSizes", "GalipSizes", "PROFILES", "PROFILE_NAMES", "get_profile", "detect_profile_name",
            "UnknownProfileError"]
 
 
@@ -97,6 +97,36 @@ class GanSizes:
 
 
 @dataclass(frozen=True)
+class GalipSizes:
+    """GALIP: the frozen course CLIP inside both players (course_lib.galip, notebook 04)."""
+    noise_dim: int = 32
+    code_channels: int = 32        # Mate-G's map before the bridge (GALIP: 64 at 7x7)
+    mate_blocks: int = 2           # Mate-G's M-blocks (GALIP: 4)
+    g_width: int = 16              # up-sampling channels at full size (x2, x4 towards the CLIP grid)
+    d_channels: int = 64           # Mate-D's output channels (GALIP: 512)
+    d_head: str = "concat"         # GALIP's (tiled sentence, two convs); "projection": notebook 03's
+    prompts: bool = True           # text-predicted prompt tokens in the bridge (the ablation: False)
+    code_from_text: bool = True    # Mate-G's first map from [noise, sentence] (GALIP: noise only)
+    bridge_scale: float = 0.1      # h = f + 0.1 * CLIP_blocks(f, prompts) (GALIP's constant)
+    n_train: int = 50_000
+    batch_size: int = 32
+    steps: int = 1_000             # ~0.75x the GAN's 1,000 steps' time (one GALIP step costs less)
+    lr_g: float = 1e-3             # GALIP: 1e-4 / 4e-4. Smoke trials, 200 steps, colour / all four right:
+    lr_d: float = 4e-4             # paper's 23% / 0%; lr 1e-3 45% / 0.4%; + projection head 52% / 0.9%;
+                                   # + code_from_text 82% / 5.8%; + lr_d 4e-4 88% / 8.0%; paper's concat
+                                   # head back 71% / 9.3%. cpu, 500 steps, all four seen: projection 47.5%,
+                                   # concat 53.1%; concat at 1,000 steps 77.9% (the GAN's 1,000: 56.5%)
+    ma_gp_weight: float = 2.0      # MA-GP on (CLIP features, sentence): 2 * mean(|grad|^6)
+    ma_gp_power: float = 6.0
+    ma_gp_every: int = 4           # lazy regularisation, as notebook 03
+    clip_weight: float = 4.0       # GALIP's weight of the text-image similarity term
+    ema_decay: float = 0.0
+    max_minutes: float = 6.0       # a guard: the steps are sized to end well before it
+    probes: int = 4                # alignment graded this many times during training (the curve)
+    ablation_steps: int = 300      # each arm of notebook 04's ablation (with / without prompts)
+
+
+@dataclass(frozen=True)
 class VaeSizes:
     """The CLIP-conditioned VAE (course_lib.vae, notebook 05)."""
     fusion: str = "cvae"           # how the text enters: add | concat | film | cvae
@@ -134,6 +164,7 @@ class Profile:
     clip: ClipSizes = field(default_factory=ClipSizes)
     judge: JudgeSizes = field(default_factory=JudgeSizes)
     gan: GanSizes = field(default_factory=GanSizes)
+    galip: GalipSizes = field(default_factory=GalipSizes)
     vae: VaeSizes = field(default_factory=VaeSizes)
     autoencoder: AutoencoderSizes = field(default_factory=AutoencoderSizes)
     seed: int = 0
@@ -251,6 +282,8 @@ PROFILES: dict[str, Profile] = {
         judge=JudgeSizes(width=16, n_train=6_000, steps=800, batch_size=128, max_minutes=1.0,
                          n_eval=500),
         gan=GanSizes(g_width=8, d_width=8, n_train=4_000, steps=200, max_minutes=1.0),
+        galip=GalipSizes(code_channels=16, mate_blocks=1, g_width=8, d_channels=32, n_train=4_000,
+                         steps=200, max_minutes=1.0, probes=2, ablation_steps=40),
         vae=VaeSizes(latent_dim=16, width=16, text_dim=32, steps=400, batch_size=64, lr=3e-3,
                      max_minutes=0.5, compare_steps=100, compare_minutes=0.2),
         autoencoder=AutoencoderSizes(block_out_channels=(8, 16), steps=200, batch_size=32,
@@ -276,6 +309,8 @@ PROFILES: dict[str, Profile] = {
                          max_minutes=5.0, n_eval=5_000),
         gan=GanSizes(g_width=32, d_width=32, n_train=100_000, batch_size=64, steps=8_000,
                      lr_g=4e-4, lr_d=4e-4, ema_decay=0.999, max_minutes=10.0),
+        galip=GalipSizes(code_channels=64, mate_blocks=4, g_width=32, d_channels=256, n_train=100_000,
+                         batch_size=64, steps=8_000, ema_decay=0.999, max_minutes=10.0),
         vae=VaeSizes(latent_dim=64, width=64, text_dim=128, steps=6_000, batch_size=256,
                      lr=1e-3, max_minutes=6.0, compare_steps=1_500, compare_minutes=1.5),
         autoencoder=AutoencoderSizes(block_out_channels=(64, 128), steps=4_000, batch_size=64,
