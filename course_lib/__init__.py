@@ -25,6 +25,9 @@ gan            a CLIP-conditioned GAN (DF-GAN style): losses,
                training, sampling, interpolation           (notebook 03)
 vae            the CLIP-conditioned VAE and its fusions; the KL
                autoencoder of latent diffusion              (notebook 05)
+diffusion      text-conditioned latent diffusion: a diffusers UNet
+               cross-attending to CLIP tokens, the loss, the
+               guided sampling loop (ddpm/ddim/dpm)        (notebook 06)
 registry       what the training command can train (each module
                registers its load-or-train function)
 =============  =========================================================
@@ -35,4 +38,4 @@ Submodules are imported on use (``from course_lib import data``) so that
 __version__ = "0.1.0"
 
 __all__ = ["profiles", "runtime", "data", "images", "training", "checkpoints", "viz", "paths", "clip",
-           "metrics", "conditioning", "gan", "vae", "registry"]
+           "metrics", "conditioning", "gan", "vae", "diffusion", "registry"]
