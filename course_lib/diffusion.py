@@ -49,7 +49,7 @@ __all__ = [
     # 3. the objective
     "min_snr_weights", "diffusion_loss",
     # 4. training
-    "DiffusionMethod", "training_data", "train_diffusion", "load_or_train_diffusion",
+    "DiffusionMethod", "training_data", "train_diffusion", "load_or_train_diffusion", "measure_cost",
     # 5. sampling
     "check_sampling", "guided", "predicted_x0", "denoise", "encode_captions", "sample", "decode",
 ]
@@ -314,17 +314,27 @@ class DiffusionMethod(Method):
         return {"loss": loss.detach()}
 
 
+_ENCODED: dict[tuple, torch.Tensor] = {}
+
+
 def training_data(config: Mapping, profile=None, autoencoder=None, batch_size: int | None = None):
     """Batches ``(x0, captions)``: the train split encoded once by the autoencoder (posterior
-    means, scaled), captions drawn afresh from the world's templates in every batch."""
+    means, scaled), captions drawn afresh from the world's templates in every batch.
+
+    The encoded split is kept for the process (the stability runs of notebook 06 train three
+    models on the same latents: encoding is paid once)."""
     from .data import WorldDataset, batch_loader
 
     p = get_profile(profile)
     train = WorldDataset("train", n=config["n_train"], image_size=config["image_size"],
-                         seed=config["seed"], captions="random", profile=p)
+                         seed=p.seed, captions="random", profile=p)
     if config["space"] == "latent":
         from .vae import encode_latents
-        x0 = encode_latents(autoencoder, train.float_images()).cpu()
+        key = (id(autoencoder), float(autoencoder.config.scaling_factor), len(train), train.seed,
+               train.image_size, p.name)
+        if key not in _ENCODED:
+            _ENCODED[key] = encode_latents(autoencoder, train.float_images()).cpu()
+        x0 = _ENCODED[key]
     else:
         x0 = train.float_images()
     return batch_loader(lambda i: (x0[i], train.batch(i)[1]), len(train),
@@ -348,14 +358,16 @@ def train_diffusion(model: DiffusionModel, encoder, *, config: Mapping | None = 
 
 
 def load_or_train_diffusion(profile=None, *, retrain: bool = False, name: str | None = None,
-                            verbose: bool = True, plot=None, **changes):
+                            seed: int | None = None, verbose: bool = True, plot=None, **changes):
     """The profile's text-conditioned latent diffusion model: loaded, or trained and saved.
 
     Args:
         profile: a Profile, a name or None (active). retrain: train even if a checkpoint exists.
         name: the checkpoint's name (default ``"diffusion"``, suffixed with any ``changes``).
-        changes: overrides of the profile's ``diffusion`` section, e.g. ``seed=1`` is not one
-            (the seed is the profile's); ``steps=300, block_out_channels=(32, 64)``.
+        seed: the training seed (default the profile's); the stability runs of notebook 06
+            train the same model with seeds 0, 1, 2.
+        changes: overrides of the profile's ``diffusion`` section, e.g.
+            ``steps=300, block_out_channels=(32, 64)``.
 
     Returns:
         ``(model, card)``: a :class:`DiffusionModel` in eval mode with its text encoder and
@@ -369,8 +381,11 @@ def load_or_train_diffusion(profile=None, *, retrain: bool = False, name: str | 
         from .vae import load_or_train_autoencoder
         autoencoder, _ = load_or_train_autoencoder(p, verbose=verbose)
     config = diffusion_config(p, encoder, autoencoder, **changes)
+    named = dict(changes)
+    if seed is not None:
+        config["seed"] = named["seed"] = int(seed)
     if name is None:
-        name = CHECKPOINT + "".join(f"-{k}={_plain(v)}" for k, v in sorted(changes.items()))
+        name = CHECKPOINT + "".join(f"-{k}={_plain(v)}" for k, v in sorted(named.items()))
 
     def train(model, resume_path):
         history, _ = train_diffusion(model, encoder, config=config, profile=p, autoencoder=autoencoder,
@@ -393,6 +408,45 @@ def _plain(value) -> str:
     if isinstance(value, (tuple, list)):
         return "x".join(str(v) for v in value)
     return str(value)
+
+
+def measure_cost(config: Mapping, batch_size: int = 32, repeats: int = 2) -> dict:
+    """Seconds per training step and per sampling step (a guided step: a doubled batch) of
+    an untrained model of ``config`` on this machine: what a data space costs, before any
+    training (notebook 06's pixel-vs-latent measurement)."""
+    import time
+
+    torch.manual_seed(0)
+    model = DiffusionModel(config)
+    method = DiffusionMethod(model, None, config)
+    sched = method.noise_scheduler
+    c, h, w = config["data_shape"]
+    x0 = fold(torch.randn(batch_size, c, h, w), int(config["patch"]))
+    cond = model.null_condition(batch_size)
+    opt = method.optimizers["diffusion"]
+
+    def train_step():
+        t = torch.randint(0, sched.config.num_train_timesteps, (batch_size,))
+        noise = torch.randn_like(x0)
+        loss = diffusion_loss(model(sched.add_noise(x0, noise, t), t, **cond), x0, noise, t, sched,
+                              prediction_type=config["prediction_type"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def sample_step():
+        with torch.no_grad():
+            model(torch.cat([x0, x0]), 500, **_cat_cond(cond, cond))
+
+    out = {"parameters": sum(p.numel() for p in model.parameters()),
+           "unet input": tuple(x0.shape[1:])}
+    for key, fn in (("train s/step", train_step), ("sample s/step", sample_step)):
+        fn()                                            # warm-up
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        out[key] = (time.perf_counter() - t0) / repeats
+    return out
 
 
 # =============================================================================

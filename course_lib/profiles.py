@@ -139,7 +139,7 @@ class DiffusionSizes:
     snr_gamma: float = 5.0         # min-SNR-gamma loss weights (0: plain mean squared error)
     caption_dropout: float = 0.15  # share of captions replaced by the null caption (guidance)
     ema_decay: float = 0.999
-    n_train: int = 50_000
+    n_train: int = 20_000          # images encoded once (5 ms each on 1 core): 1,000 x 64 = 3 epochs
     batch_size: int = 64
     lr: float = 1e-3
     steps: int = 1_000
@@ -149,6 +149,9 @@ class DiffusionSizes:
     guidance: float = 1.5
     n_eval: int = 500              # prompts of the main report
     n_curve: int = 100             # prompts of each point of the steps and guidance curves
+    curve_steps: tuple = (5, 10, 25)        # DDIM and DPM steps of the curve (DDPM: twice as many)
+    guidance_scales: tuple = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0)
+    cost_batch: int = 32           # batch of the pixel-vs-latent cost measurement
     stability_seeds: int = 3       # seeds of the stability runs (smoke-scale models)
     stability_steps: int = 150
 
@@ -284,9 +287,10 @@ PROFILES: dict[str, Profile] = {
                      max_minutes=0.5, compare_steps=100, compare_minutes=0.2),
         autoencoder=AutoencoderSizes(block_out_channels=(8, 16), steps=200, batch_size=32,
                                      lr=3e-3, max_minutes=0.4),
-        diffusion=DiffusionSizes(block_out_channels=(32, 64), n_train=4_000, batch_size=32,
-                                 steps=150, max_minutes=1.0, sample_steps=10, n_eval=64,
-                                 n_curve=16, stability_steps=40),
+        diffusion=DiffusionSizes(block_out_channels=(32, 64), n_train=2_000, batch_size=32,
+                                 lr=2e-3, steps=100, max_minutes=1.0, sample_steps=8, n_eval=48,
+                                 n_curve=16, curve_steps=(3, 8), guidance_scales=(0.0, 1.5, 4.0),
+                                 cost_batch=4, stability_steps=40),
         demo_steps=60,
         use_shipped_checkpoints=False,
         plot_every_s=30.0,
@@ -313,7 +317,7 @@ PROFILES: dict[str, Profile] = {
         autoencoder=AutoencoderSizes(block_out_channels=(64, 128), steps=4_000, batch_size=64,
                                      lr=1e-3, max_minutes=5.0),
         diffusion=DiffusionSizes(block_out_channels=(128, 256, 256), layers_per_block=2,
-                                 attention_heads=8, patch=1, batch_size=128, lr=5e-4,
+                                 attention_heads=8, patch=1, n_train=100_000, batch_size=128, lr=5e-4,
                                  steps=20_000, max_minutes=15.0, sample_steps=25, n_eval=2_000,
                                  n_curve=500, stability_steps=300),
         use_shipped_checkpoints=False,
