@@ -42,7 +42,7 @@ from .training import Method, fit
 
 __all__ = [
     # 1. config
-    "CHECKPOINT", "SCHEDULERS", "PREDICTION_TYPES", "UnknownSchedulerError", "diffusion_config",
+    "CHECKPOINT", "SCHEDULERS", "PREDICTION_TYPES", "NOTEBOOK_SETTINGS", "UnknownSchedulerError", "diffusion_config",
     "make_scheduler",
     # 2. the model
     "build_unet", "fold", "unfold", "DiffusionModel", "build_diffusion", "data_shape",
@@ -51,7 +51,7 @@ __all__ = [
     # 4. training
     "DiffusionMethod", "training_data", "train_diffusion", "load_or_train_diffusion", "measure_cost",
     # 5. sampling
-    "check_sampling", "guided", "predicted_x0", "denoise", "encode_captions", "sample", "decode",
+    "check_sampling", "sampling_defaults", "guided", "predicted_x0", "denoise", "encode_captions", "sample", "decode",
 ]
 
 #: Name of the checkpoint (data/checkpoints/<profile>/diffusion.safetensors).
@@ -59,6 +59,10 @@ CHECKPOINT = "diffusion"
 #: Sampler names and the diffusers schedulers behind them.
 SCHEDULERS = ("ddpm", "ddim", "dpm")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+#: Fields of the profile's ``diffusion`` section that size notebook 06's measurements and the
+#: sampler's defaults; kept out of the model's config, so changing them never forces a retrain.
+NOTEBOOK_SETTINGS = ("sampler", "sample_steps", "guidance", "n_eval", "n_curve", "curve_steps",
+                     "guidance_scales", "cost_batch", "stability_seeds", "stability_steps")
 
 
 class UnknownSchedulerError(ValueError):
@@ -87,14 +91,16 @@ def diffusion_config(profile=None, encoder=None, autoencoder=None, **changes) ->
         raise KeyError(f"diffusion_config: unknown setting(s) {unknown}; the diffusion section "
                        f"has {sorted(sizes)}.")
     sizes.update(changes)
+    for key in NOTEBOOK_SETTINGS:         # how notebook 06 measures, not what the model is
+        sizes.pop(key)
     sizes["block_out_channels"] = list(sizes["block_out_channels"])
     if sizes["space"] not in ("latent", "pixel"):
         raise ValueError(f"space={sizes['space']!r}: use 'latent' (the autoencoder's latents) or 'pixel'.")
     if sizes["prediction_type"] not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type={sizes['prediction_type']!r}: use one of {PREDICTION_TYPES}.")
-    _scheduler_class(sizes["sampler"])
+    _scheduler_class(changes.get("sampler", p.diffusion.sampler))
     encoder = encoder if encoder is not None else conditioning.text_encoder(p)
-    config = {**sizes, "image_size": p.data.image_size, "seed": p.seed,
+    config = {**sizes, "image_size": p.data.image_size, "seed": p.seed, "profile": p.name,
               "clip": conditioning.clip_dependency(encoder)}
     if sizes["space"] == "latent":
         if autoencoder is None:
@@ -535,6 +541,17 @@ def encode_captions(model: DiffusionModel, captions) -> dict:
     return {"encoder_hidden_states": tokens, "encoder_attention_mask": mask}
 
 
+def sampling_defaults(model) -> dict:
+    """``{"scheduler", "steps", "guidance"}`` that :func:`sample` uses when not given: the
+    profile's (``sampler``, ``sample_steps``, ``guidance`` of its ``diffusion`` section), or
+    the model config's own where it has them."""
+    cfg = model.config
+    section = get_profile(cfg.get("profile")).diffusion
+    return {"scheduler": cfg.get("sampler", section.sampler),
+            "steps": int(cfg.get("sample_steps", section.sample_steps)),
+            "guidance": float(cfg.get("guidance", section.guidance))}
+
+
 @torch.no_grad()
 def sample(model: DiffusionModel, captions, *, seed: int = 0, steps: int | None = None,
            guidance: float | None = None, scheduler: str | None = None, batch_size: int = 256,
@@ -545,8 +562,8 @@ def sample(model: DiffusionModel, captions, *, seed: int = 0, steps: int | None 
         model: a :class:`DiffusionModel` from :func:`load_or_train_diffusion`.
         captions: a list of captions (one str is a list of one).
         seed: the noise seed: the same seed, captions and settings give the same images.
-        steps / guidance / scheduler: default the model's config (``sample_steps``,
-            ``guidance``, ``sampler``); scheduler one of :data:`SCHEDULERS`.
+        steps / guidance / scheduler: default :func:`sampling_defaults` (the profile's
+            ``sample_steps``, ``guidance``, ``sampler``); scheduler one of :data:`SCHEDULERS`.
         batch_size: captions per loop (each batch gets its own slice of the seeded noise).
         on_step: see :func:`denoise` (called per batch).
         return_latents: also return the generated latents (before decoding).
@@ -557,9 +574,10 @@ def sample(model: DiffusionModel, captions, *, seed: int = 0, steps: int | None 
             than CLIP's context (``CaptionError``).
     """
     cfg = model.config
-    steps = int(cfg["sample_steps"]) if steps is None else steps
-    guidance = float(cfg["guidance"]) if guidance is None else guidance
-    name = cfg["sampler"] if scheduler is None else scheduler
+    defaults = sampling_defaults(model)
+    steps = defaults["steps"] if steps is None else steps
+    guidance = defaults["guidance"] if guidance is None else guidance
+    name = defaults["scheduler"] if scheduler is None else scheduler
     sched = make_scheduler(name, cfg)
     check_sampling(steps, guidance, cfg)
     captions = conditioning.check_captions(captions, "sample(captions)")
