@@ -133,6 +133,7 @@ class DiffusionSizes:
     block_out_channels: tuple = (64, 128)   # one UNet level each (cross-attention in every one)
     layers_per_block: int = 1
     attention_heads: int = 4
+    coord_channels: bool = False   # two x/y channels beside the UNet's input (CoordConv)
     prediction_type: str = "v_prediction"   # or "epsilon"
     beta_schedule: str = "squaredcos_cap_v2"
     train_timesteps: int = 1_000
@@ -288,9 +289,10 @@ PROFILES: dict[str, Profile] = {
         autoencoder=AutoencoderSizes(block_out_channels=(8, 16), steps=200, batch_size=32,
                                      lr=3e-3, max_minutes=0.4),
         diffusion=DiffusionSizes(block_out_channels=(32, 64), n_train=2_000, batch_size=32,
-                                 lr=2e-3, steps=100, max_minutes=1.0, sample_steps=8, n_eval=48,
-                                 n_curve=16, curve_steps=(3, 8), guidance_scales=(0.0, 1.5, 4.0),
-                                 cost_batch=4, stability_steps=40),
+                                 lr=2e-3, ema_decay=0.0, steps=200, max_minutes=1.5,
+                                 sample_steps=8, guidance=3.0, n_eval=48, n_curve=16,
+                                 curve_steps=(3, 8), guidance_scales=(0.0, 1.5, 3.0),
+                                 cost_batch=4, stability_steps=60),
         demo_steps=60,
         use_shipped_checkpoints=False,
         plot_every_s=30.0,
