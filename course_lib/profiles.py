@@ -290,7 +290,7 @@ PROFILES: dict[str, Profile] = {
                                      lr=3e-3, max_minutes=0.4),
         diffusion=DiffusionSizes(block_out_channels=(32, 64), n_train=2_000, batch_size=32,
                                  lr=2e-3, ema_decay=0.0, steps=150, max_minutes=1.5,
-                                 sample_steps=8, guidance=3.0, n_eval=48, n_curve=16,
+                                 sample_steps=8, guidance=3.0, n_eval=64, n_curve=16,
                                  curve_steps=(3, 8), guidance_scales=(0.0, 1.5, 3.0),
                                  cost_batch=4, stability_steps=30),
         demo_steps=60,
