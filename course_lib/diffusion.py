@@ -45,7 +45,7 @@ __all__ = [
     "CHECKPOINT", "SCHEDULERS", "PREDICTION_TYPES", "NOTEBOOK_SETTINGS", "UnknownSchedulerError", "diffusion_config",
     "make_scheduler",
     # 2. the model
-    "build_unet", "fold", "unfold", "coordinate_channels", "DiffusionModel", "build_diffusion", "data_shape",
+    "build_unet", "fold", "unfold", "DiffusionModel", "build_diffusion", "data_shape",
     # 3. the objective
     "min_snr_weights", "diffusion_loss",
     # 4. training
@@ -163,9 +163,7 @@ def build_unet(config: Mapping, **extra) -> nn.Module:
     c, h, _ = config["data_shape"]
     patch = int(config["patch"])
     levels = len(config["block_out_channels"])
-    coords = 2 if config.get("coord_channels") else 0
-    kwargs = dict(sample_size=h // patch, in_channels=c * patch * patch + coords,
-                  out_channels=c * patch * patch,
+    kwargs = dict(sample_size=h // patch, in_channels=c * patch * patch, out_channels=c * patch * patch,
                   block_out_channels=tuple(config["block_out_channels"]),
                   down_block_types=("CrossAttnDownBlock2D",) * levels,
                   up_block_types=("CrossAttnUpBlock2D",) * levels,
@@ -221,22 +219,7 @@ class DiffusionModel(nn.Module):
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         """The UNet's prediction for folded noisy data ``x_t`` at timesteps ``t``."""
-        if self.config.get("coord_channels"):
-            x_t = torch.cat([x_t, coordinate_channels(x_t)], dim=1)
         return self.unet(x_t, t, **cond).sample
-
-
-def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
-    """Two fixed channels holding each cell's x and y in [-1, 1] (CoordConv, Liu et al., 2018).
-
-    A convolution is translation-invariant: without them the UNet can only tell "left" from
-    "right" through the zero padding at the borders, and learns the captions' positions last.
-    """
-    n, _, h, w = x.shape
-    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
-    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
-    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))
-    return grid[None].expand(n, -1, -1, -1)
 
 
 def build_diffusion(config: Mapping) -> DiffusionModel:

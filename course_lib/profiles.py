@@ -133,7 +133,6 @@ class DiffusionSizes:
     block_out_channels: tuple = (64, 128)   # one UNet level each (cross-attention in every one)
     layers_per_block: int = 1
     attention_heads: int = 4
-    coord_channels: bool = False   # two x/y channels beside the UNet's input (CoordConv)
     prediction_type: str = "v_prediction"   # or "epsilon"
     beta_schedule: str = "squaredcos_cap_v2"
     train_timesteps: int = 1_000

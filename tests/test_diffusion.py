@@ -254,12 +254,3 @@ def test_config_rejects_unknown_settings_and_names():
     cfg = diffusion.diffusion_config("smoke", encoder=FakeTextEncoder(), space="pixel")
     assert cfg["data_shape"] == [3, 32, 32] and cfg["clip"]["fingerprint"] == "fake"
 
-
-def test_coordinate_channels_give_the_unet_each_cells_place():
-    grid = diffusion.coordinate_channels(torch.zeros(2, 5, 4, 3))
-    assert grid.shape == (2, 2, 4, 3)
-    assert torch.equal(grid[0, 0, :, 0], torch.linspace(-1, 1, 4))      # y down the rows
-    assert torch.equal(grid[1, 1, 0], torch.linspace(-1, 1, 3))         # x along the columns
-    model = tiny_model(coord_channels=True)
-    assert model.unet.config.in_channels == 12 + 2 and model.unet.config.out_channels == 12
-    assert diffusion.sample(model, CAPTIONS, steps=2).shape == (2, 3, 8, 8)
