@@ -27,6 +27,9 @@ galip          GALIP: the frozen CLIP inside both players (Mate-D
                on CLIP features, Mate-G's bridge with prompts) (notebook 04)
 vae            the CLIP-conditioned VAE and its fusions; the KL
                autoencoder of latent diffusion              (notebook 05)
+diffusion      text-conditioned latent diffusion: a diffusers UNet
+               cross-attending to CLIP tokens, the loss, the
+               guided sampling loop (ddpm/ddim/dpm)        (notebook 06)
 registry       what the training command can train (each module
                registers its load-or-train function)
 train          python -m course_lib.train <name>|all: every model
@@ -39,4 +42,4 @@ Submodules are imported on use (``from course_lib import data``) so that
 __version__ = "0.1.0"
 
 __all__ = ["profiles", "runtime", "data", "images", "training", "checkpoints", "viz", "paths", "clip",
-           "metrics", "conditioning", "gan", "galip", "vae", "registry", "train"]
+           "metrics", "conditioning", "gan", "galip", "vae", "diffusion", "registry", "train"]

@@ -24,7 +24,8 @@ import os
 from dataclasses import dataclass, field
 
 __all__ = ["Profile", "DataSizes", "ClipSizes", "JudgeSizes", "GanSizes", "VaeSizes",
-           "AutoencoderSizes", "GalipSizes", "PROFILES", "PROFILE_NAMES", "get_profile", "detect_profile_name",
+           "AutoencoderSizes", "GalipSizes", "DiffusionSizes", "PROFILES", "PROFILE_NAMES", "get_profile",
+           "detect_profile_name",
            "UnknownProfileError"]
 
 
@@ -156,6 +157,37 @@ class AutoencoderSizes:
 
 
 @dataclass(frozen=True)
+class DiffusionSizes:
+    """Text-conditioned latent diffusion (course_lib.diffusion, notebook 06)."""
+    space: str = "latent"          # "latent" (the autoencoder's 16x16x4) or "pixel" (32x32x3)
+    patch: int = 2                 # fold patch x patch cells into channels: 16x16x4 -> 8x8x16
+    block_out_channels: tuple = (64, 128)   # one UNet level each (cross-attention in every one)
+    layers_per_block: int = 1
+    attention_heads: int = 4
+    prediction_type: str = "v_prediction"   # or "epsilon"
+    beta_schedule: str = "squaredcos_cap_v2"
+    train_timesteps: int = 1_000
+    snr_gamma: float = 5.0         # min-SNR-gamma loss weights (0: plain mean squared error)
+    caption_dropout: float = 0.15  # share of captions replaced by the null caption (guidance)
+    ema_decay: float = 0.999
+    n_train: int = 20_000          # images encoded once (5 ms each on 1 core): 1,000 x 64 = 3 epochs
+    batch_size: int = 64
+    lr: float = 1e-3
+    steps: int = 1_000
+    max_minutes: float = 7.0       # a guard: the steps are sized to end well before it
+    sampler: str = "dpm"           # ddpm | ddim | dpm: the sampler of sample() and the report
+    sample_steps: int = 20
+    guidance: float = 3.0          # cpu, 1,000 steps, DPM 20: w=1.5 78% / 38%, w=3 89% / 66%, w=5 89% / 80% but FD 341
+    n_eval: int = 300              # prompts of the main report (500: 2.3 min on a busy machine)
+    n_curve: int = 64              # prompts of each point of the steps and guidance curves
+    curve_steps: tuple = (5, 10, 25)        # DDIM and DPM steps of the curve (DDPM: twice as many)
+    guidance_scales: tuple = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0)
+    cost_batch: int = 32           # batch of the pixel-vs-latent cost measurement
+    stability_seeds: int = 3       # seeds of the stability runs (smoke-scale models)
+    stability_steps: int = 100
+
+
+@dataclass(frozen=True)
 class Profile:
     """Every size one profile gives the course. Read-only: use :meth:`replace`."""
     name: str
@@ -167,6 +199,7 @@ class Profile:
     galip: GalipSizes = field(default_factory=GalipSizes)
     vae: VaeSizes = field(default_factory=VaeSizes)
     autoencoder: AutoencoderSizes = field(default_factory=AutoencoderSizes)
+    diffusion: DiffusionSizes = field(default_factory=DiffusionSizes)
     seed: int = 0
     #: Steps of the small demonstrations (notebook 00's tour of the training loop).
     demo_steps: int = 150
@@ -288,6 +321,11 @@ PROFILES: dict[str, Profile] = {
                      max_minutes=0.5, compare_steps=100, compare_minutes=0.2),
         autoencoder=AutoencoderSizes(block_out_channels=(8, 16), steps=200, batch_size=32,
                                      lr=3e-3, max_minutes=0.4),
+        diffusion=DiffusionSizes(block_out_channels=(32, 64), n_train=2_000, batch_size=32,
+                                 lr=2e-3, ema_decay=0.0, steps=120, max_minutes=1.5,
+                                 sample_steps=8, n_eval=64, n_curve=16,
+                                 curve_steps=(3, 8), guidance_scales=(0.0, 1.5, 3.0),
+                                 cost_batch=4, stability_steps=20),
         demo_steps=60,
         use_shipped_checkpoints=False,
         plot_every_s=30.0,
@@ -315,6 +353,10 @@ PROFILES: dict[str, Profile] = {
                      lr=1e-3, max_minutes=6.0, compare_steps=1_500, compare_minutes=1.5),
         autoencoder=AutoencoderSizes(block_out_channels=(64, 128), steps=4_000, batch_size=64,
                                      lr=1e-3, max_minutes=5.0),
+        diffusion=DiffusionSizes(block_out_channels=(128, 256, 256), layers_per_block=2,
+                                 attention_heads=8, patch=1, n_train=100_000, batch_size=128, lr=5e-4,
+                                 steps=20_000, max_minutes=15.0, sample_steps=25, n_eval=2_000,
+                                 n_curve=500, stability_steps=300),
         use_shipped_checkpoints=False,
         plot_every_s=5.0,
     ),
