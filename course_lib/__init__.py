@@ -30,6 +30,9 @@ vae            the CLIP-conditioned VAE and its fusions; the KL
 diffusion      text-conditioned latent diffusion: a diffusers UNet
                cross-attending to CLIP tokens, the loss, the
                guided sampling loop (ddpm/ddim/dpm)        (notebook 06)
+unclip         unCLIP (DALL-E 2): the PriorTransformer prior, the
+               decoder on diffusion, variations, slerp, text diffs,
+               DDIM inversion                (notebook 07, in progress)
 registry       what the training command can train (each module
                registers its load-or-train function)
 train          python -m course_lib.train <name>|all: every model
@@ -42,4 +45,4 @@ Submodules are imported on use (``from course_lib import data``) so that
 __version__ = "0.1.0"
 
 __all__ = ["profiles", "runtime", "data", "images", "training", "checkpoints", "viz", "paths", "clip",
-           "metrics", "conditioning", "gan", "galip", "vae", "diffusion", "registry", "train"]
+           "metrics", "conditioning", "gan", "galip", "vae", "diffusion", "unclip", "registry", "train"]

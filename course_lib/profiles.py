@@ -24,8 +24,8 @@ import os
 from dataclasses import dataclass, field
 
 __all__ = ["Profile", "DataSizes", "ClipSizes", "JudgeSizes", "GanSizes", "VaeSizes",
-           "AutoencoderSizes", "GalipSizes", "DiffusionSizes", "PROFILES", "PROFILE_NAMES", "get_profile",
-           "detect_profile_name",
+           "AutoencoderSizes", "GalipSizes", "DiffusionSizes", "PriorSizes", "DecoderSizes", "PROFILES",
+           "PROFILE_NAMES", "get_profile", "detect_profile_name",
            "UnknownProfileError"]
 
 
@@ -164,6 +164,7 @@ class DiffusionSizes:
     block_out_channels: tuple = (64, 128)   # one UNet level each (cross-attention in every one)
     layers_per_block: int = 1
     attention_heads: int = 4
+    coord_channels: bool = False   # two x/y channels beside the UNet's input (CoordConv)
     prediction_type: str = "v_prediction"   # or "epsilon"
     beta_schedule: str = "squaredcos_cap_v2"
     train_timesteps: int = 1_000
@@ -188,6 +189,40 @@ class DiffusionSizes:
 
 
 @dataclass(frozen=True)
+class PriorSizes:
+    """unCLIP's prior: caption -> CLIP image embedding (course_lib.unclip, notebook 07)."""
+    layers: int = 4                # PriorTransformer blocks
+    heads: int = 4
+    head_dim: int = 32             # inner width = heads x head_dim
+    timesteps: int = 1_000         # the prior's own DDPM schedule (predicts the clean z_i)
+    beta_schedule: str = "squaredcos_cap_v2"
+    caption_dropout: float = 0.1   # the paper's 10%: the unconditional prior for guidance
+    ema_decay: float = 0.999
+    n_train: int = 20_000          # (image, caption) pairs; the CLIP image embeddings are computed once
+    batch_size: int = 256
+    lr: float = 5e-4
+    steps: int = 1_500
+    max_minutes: float = 3.0
+    sample_steps: int = 25         # DDIM steps when sampling an embedding
+    guidance: float = 2.0
+    n_eval: int = 100              # captions of the prior's retrieval test
+
+
+@dataclass(frozen=True)
+class DecoderSizes:
+    """unCLIP's decoder: CLIP image embedding (+ caption) -> image, a latent diffusion model
+    built by course_lib.diffusion (its UNet sizes come from the ``diffusion`` section)."""
+    context_tokens: int = 4        # extra context tokens projected from z_i (the paper: 4)
+    z_dropout: float = 0.1         # the paper: z_i dropped 10% ...
+    text_dropout: float = 0.5      # ... and the caption 50% of the time
+    steps: int = 1_000
+    max_minutes: float = 7.0       # a guard: the steps are sized to end well before it
+    sample_steps: int = 20
+    guidance: float = 3.0          # notebook 06 measured 3 as the best trade for its model
+    n_probe: int = 64              # real images of notebook 07's variations, text diffs, inversion
+
+
+@dataclass(frozen=True)
 class Profile:
     """Every size one profile gives the course. Read-only: use :meth:`replace`."""
     name: str
@@ -200,6 +235,8 @@ class Profile:
     vae: VaeSizes = field(default_factory=VaeSizes)
     autoencoder: AutoencoderSizes = field(default_factory=AutoencoderSizes)
     diffusion: DiffusionSizes = field(default_factory=DiffusionSizes)
+    prior: PriorSizes = field(default_factory=PriorSizes)
+    decoder: DecoderSizes = field(default_factory=DecoderSizes)
     seed: int = 0
     #: Steps of the small demonstrations (notebook 00's tour of the training loop).
     demo_steps: int = 150
@@ -326,6 +363,9 @@ PROFILES: dict[str, Profile] = {
                                  sample_steps=8, n_eval=64, n_curve=16,
                                  curve_steps=(3, 8), guidance_scales=(0.0, 1.5, 3.0),
                                  cost_batch=4, stability_steps=20),
+        prior=PriorSizes(layers=2, heads=2, head_dim=32, n_train=4_000, batch_size=64, steps=150,
+                         max_minutes=0.5, sample_steps=10, n_eval=50),
+        decoder=DecoderSizes(steps=120, max_minutes=1.5, sample_steps=8, guidance=3.0, n_probe=16),
         demo_steps=60,
         use_shipped_checkpoints=False,
         plot_every_s=30.0,
@@ -357,6 +397,9 @@ PROFILES: dict[str, Profile] = {
                                  attention_heads=8, patch=1, n_train=100_000, batch_size=128, lr=5e-4,
                                  steps=20_000, max_minutes=15.0, sample_steps=25, n_eval=2_000,
                                  n_curve=500, stability_steps=300),
+        prior=PriorSizes(layers=6, heads=8, head_dim=32, n_train=100_000, batch_size=512,
+                         steps=6_000, max_minutes=5.0),
+        decoder=DecoderSizes(steps=20_000, max_minutes=15.0, sample_steps=25),
         use_shipped_checkpoints=False,
         plot_every_s=5.0,
     ),

@@ -1,0 +1,173 @@
+"""What the decoder gives besides text -> image: generate, variations, interpolations, text
+diffs and DDIM inversion (the paper's sections 3 and its figures), as plain functions."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import conditioning
+from ..images import check_images
+from .decoder import DecoderModel, decode_embeddings, load_or_train_decoder
+from .prior import (PriorModel, check_embeddings, image_embeddings, load_or_train_prior,
+                    sample_prior)
+
+__all__ = ["UnCLIP", "load_or_train_unclip", "generate", "sample", "as_images", "embed_images",
+           "slerp", "variations", "interpolate", "text_direction", "text_diff", "invert"]
+
+
+class UnCLIP(nn.Module):
+    """The two stages side by side: ``prior`` (caption -> z_i) and ``decoder`` (z_i -> image)."""
+
+    def __init__(self, prior: PriorModel, decoder: DecoderModel):
+        super().__init__()
+        self.prior, self.decoder = prior, decoder
+
+    @property
+    def clip(self):
+        return conditioning.get_text_encoder(self.decoder).clip
+
+
+def load_or_train_unclip(profile=None, *, retrain: bool = False, verbose: bool = True, plot=None):
+    """Both stages of the profile (each loaded, or trained and saved): ``(UnCLIP, cards)``."""
+    prior, prior_card = load_or_train_prior(profile, retrain=retrain, verbose=verbose, plot=plot)
+    decoder, decoder_card = load_or_train_decoder(profile, retrain=retrain, verbose=verbose, plot=plot)
+    return UnCLIP(prior, decoder), {"prior": prior_card, "decoder": decoder_card}
+
+
+@torch.no_grad()
+def generate(model: UnCLIP, captions, *, seed: int = 0, prior_guidance: float | None = None,
+             guidance: float | None = None, steps: int | None = None) -> torch.Tensor:
+    """Text -> image: z_i ~ prior(caption), then image ~ decoder(z_i, caption).
+    Float ``(N, 3, H, W)`` in [-1, 1], the course's convention."""
+    captions = conditioning.check_captions(captions, "generate(captions)")
+    z = sample_prior(model.prior, captions, seed=seed, guidance=prior_guidance)
+    return decode_embeddings(model.decoder, z, captions, seed=seed, guidance=guidance, steps=steps)
+
+
+sample = generate       # the name every generator module offers
+
+
+def as_images(images, size: int) -> torch.Tensor:
+    """A PIL image, a list of them, or a tensor/array the course's image check accepts ->
+    float ``(N, 3, size, size)`` in [-1, 1]. PIL images are converted as the course's
+    folder loader does (RGB, centre square, resized)."""
+    from PIL import Image
+
+    from ..data.folder import center_square, to_rgb
+
+    if isinstance(images, Image.Image):
+        images = [images]
+    if isinstance(images, (list, tuple)) and images and all(isinstance(i, Image.Image) for i in images):
+        import numpy as np
+        arrays = [np.asarray(center_square(to_rgb(i)).resize((size, size), Image.Resampling.LANCZOS),
+                             dtype=np.uint8) for i in images]
+        images = np.stack(arrays)
+    return check_images(images, "unclip images", size=size, single=True)
+
+
+def embed_images(model: UnCLIP | DecoderModel, images) -> torch.Tensor:
+    """Unit CLIP image embeddings of images (any form :func:`as_images` accepts)."""
+    decoder = model.decoder if isinstance(model, UnCLIP) else model
+    clip = conditioning.get_text_encoder(decoder).clip
+    x = as_images(images, int(decoder.config["image_size"]))
+    return image_embeddings(clip, x.to(decoder.null_z.device))
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, theta) -> torch.Tensor:
+    """Spherical interpolation of unit embeddings, the angle from the *whole* vectors
+    (course_lib.gan.slerp; a public community pipeline took acos element-wise, a bug).
+
+    Raises:
+        ValueError: θ outside [0, 1], or opposite vectors (no unique great circle).
+    """
+    from ..gan import slerp as _slerp
+
+    t = torch.as_tensor(theta, dtype=torch.float32)
+    if not torch.isfinite(t).all() or (t < 0).any() or (t > 1).any():
+        raise ValueError(f"slerp: θ must lie in [0, 1] (0: a, 1: b), got {theta!r}.")
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"slerp: vectors of sizes {a.shape[-1]} and {b.shape[-1]} (another CLIP?).")
+    cos = (F.normalize(a, dim=-1) * F.normalize(b, dim=-1)).sum(-1)
+    if (cos < -1 + 1e-6).any():
+        raise ValueError("slerp: the two vectors point in opposite directions: every great circle "
+                         "joins them, so the path is not defined. Pick another pair.")
+    return _slerp(a, b, t.to(a.dtype))
+
+
+@torch.no_grad()
+def variations(model: UnCLIP, images, n: int = 4, *, seed: int = 0, guidance: float | None = None):
+    """``n`` decodings of each image's CLIP embedding with fresh noise (no caption):
+    ``(N * n, 3, H, W)``, the variations of image i in rows ``i*n .. i*n+n-1``."""
+    z = embed_images(model, images).repeat_interleave(int(n), dim=0)
+    return decode_embeddings(model.decoder, z, None, seed=seed, guidance=guidance)
+
+
+def _same_noise(decoder: DecoderModel, n: int, seed: int) -> torch.Tensor:
+    from ..diffusion import data_shape
+    one = torch.randn(1, *data_shape(decoder), generator=torch.Generator().manual_seed(int(seed)))
+    return one.expand(n, -1, -1, -1).clone()
+
+
+@torch.no_grad()
+def interpolate(model: UnCLIP, image_a, image_b, n: int = 8, *, seed: int = 0,
+                noise: torch.Tensor | None = None, guidance: float | None = None):
+    """Decode ``slerp(z_a, z_b, θ)`` for ``n`` θ from 0 to 1 with one fixed noise: a strip."""
+    za, zb = embed_images(model, image_a)[:1], embed_images(model, image_b)[:1]
+    z = slerp(za, zb, torch.linspace(0, 1, int(n)))[:, 0]           # (n, D)
+    noise = _same_noise(model.decoder, int(n), seed) if noise is None else noise.expand(int(n), -1, -1, -1)
+    return decode_embeddings(model.decoder, z, None, noise=noise, guidance=guidance)
+
+
+def text_direction(model: UnCLIP | DecoderModel, caption_from: str, caption_to: str) -> torch.Tensor:
+    """The unit text diff: normalize(text(caption_to) - text(caption_from)), ``(1, D)``."""
+    decoder = model.decoder if isinstance(model, UnCLIP) else model
+    enc = conditioning.get_text_encoder(decoder)
+    t = enc.pooled([caption_from, caption_to])
+    d = t[1] - t[0]
+    if d.norm() < 1e-6:
+        raise ValueError(f"text_diff: {caption_from!r} and {caption_to!r} have the same CLIP "
+                         "embedding: there is no direction to move along. Use two different captions.")
+    return F.normalize(d, dim=-1)[None]
+
+
+@torch.no_grad()
+def text_diff(model: UnCLIP, image, caption_from: str, caption_to: str, thetas=(0.0, 0.25, 0.5), *,
+              seed: int = 0, noise: torch.Tensor | None = None, guidance: float | None = None):
+    """The paper's text diffs: z_θ = slerp(z_i, d, θ) with d the unit text diff, decoded with
+    one fixed noise (e.g. the image's DDIM inversion). Returns ``(len(thetas), 3, H, W)``."""
+    z = embed_images(model, image)[:1]
+    d = text_direction(model, caption_from, caption_to).to(z.device)
+    thetas = torch.as_tensor(thetas, dtype=torch.float32).flatten()
+    zs = torch.cat([slerp(z, d, float(t)) for t in thetas])
+    k = len(thetas)
+    noise = _same_noise(model.decoder, k, seed) if noise is None else noise.expand(k, -1, -1, -1)
+    return decode_embeddings(model.decoder, F.normalize(zs, dim=-1), None, noise=noise, guidance=guidance)
+
+
+@torch.no_grad()
+def invert(model: UnCLIP | DecoderModel, image, *, steps: int = 50, z: torch.Tensor | None = None):
+    """DDIM inversion (diffusers ``DDIMInverseScheduler``, ``clip_sample=False``): the latent
+    noise that the decoder, run deterministically (DDIM, no guidance) under the image's own
+    z_i, turns back into the image. Returns ``(noise (1, C, H, W), z (1, D))``; decode with
+    ``decode_embeddings(decoder, z, noise=noise, guidance=1.0, steps=steps)``."""
+    from diffusers import DDIMInverseScheduler
+
+    from ..diffusion import fold, unfold
+    from ..vae import encode_latents
+
+    decoder = model.decoder if isinstance(model, UnCLIP) else model
+    x = as_images(image, int(decoder.config["image_size"]))[:1].to(decoder.null_z.device)
+    z = embed_images(decoder, x) if z is None else check_embeddings(z, decoder.embed_dim, "invert(z)")
+    cfg = decoder.config
+    inverse = DDIMInverseScheduler(num_train_timesteps=int(cfg["train_timesteps"]),
+                                   beta_schedule=cfg["beta_schedule"], prediction_type=cfg["prediction_type"],
+                                   clip_sample=False, timestep_spacing="trailing")
+    inverse.set_timesteps(int(steps), device=x.device)
+    patch = int(cfg["patch"])
+    start = x if cfg["space"] == "pixel" else encode_latents(getattr(decoder, "_autoencoder"), x)
+    latent = fold(start, patch)
+    cond = decoder.image_condition(z)
+    for t in inverse.timesteps:
+        latent = inverse.step(decoder(latent, t, **cond), t, latent).prev_sample
+    return unfold(latent, patch), z
