@@ -1061,17 +1061,27 @@ def evaluation_set(profile=None, n: int | None = None, held_out_share: float = 0
     return captions, attrs
 
 
-def _sample_all(sample_fn, captions: list[str], batch_size: int) -> torch.Tensor:
+def _sample_all(sample_fn, captions: list[str], batch_size: int, *, range_check: bool = True) -> torch.Tensor:
+    """Every caption's image from ``sample_fn``, checked.
+
+    The check that tells [0, 1] images from [-1, 1] ones (no value below 0) is made once on
+    the whole set, not per chunk: a few samples of one pale caption from a weakly trained
+    generator can all be >= 0 and still be [-1, 1] images. ``range_check=False`` skips it
+    (the diversity samples, drawn from a sampler whose range the main set already showed).
+    """
     out = []
     for s in range(0, len(captions), batch_size):
         chunk = captions[s:s + batch_size]
         with torch.no_grad():
             images = sample_fn(chunk)
-        images = _check_images(images, "sample_fn(captions)")
+        images = check_images(images, "sample_fn(captions)", allow_unit_range=True)
         if len(images) != len(chunk):
             raise ValueError(f"sample_fn returned {len(images)} images for {len(chunk)} captions")
         out.append(images.detach().float().cpu())
-    return torch.cat(out)
+    images = torch.cat(out)
+    if range_check:
+        check_images(images, "sample_fn(captions)")
+    return images
 
 
 def evaluate(sample_fn: Callable, captions: Sequence[str] | None = None, attributes=None, *,
@@ -1158,7 +1168,7 @@ def evaluate(sample_fn: Callable, captions: Sequence[str] | None = None, attribu
         div_pix, div_feat, real_feat = [], [], []
         for i in order[:diversity_prompts].tolist():
             rep = {k: v[i].repeat(samples_per_prompt) for k, v in attrs.items()}
-            same = _sample_all(sample_fn, [captions[i]] * samples_per_prompt, batch_size)
+            same = _sample_all(sample_fn, [captions[i]] * samples_per_prompt, batch_size, range_check=False)
             d = diversity(same, judge)
             div_pix.append(d["pixel"])
             div_feat.append(d["feature"])

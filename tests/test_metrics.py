@@ -448,3 +448,25 @@ def test_smoothness_sees_a_jump(judge):
     assert s_fade["path"] >= s_fade["direct"] - 1e-4
     with pytest.raises(ValueError, match="at least 3"):
         M.smoothness(fade[:2], judge)
+
+
+def test_sampled_images_range_is_checked_on_the_whole_set_not_per_chunk():
+    """A pale caption's few samples can all be >= 0 (seen from a smoke GAN in CI); the
+    [0, 1]-images check looks at everything sampled, and still refuses a [0, 1] sampler."""
+    from course_lib.images import ImageBatchError
+    from course_lib.metrics import _sample_all
+
+    def pale_then_dark(caps):
+        x = torch.full((len(caps), 3, 8, 8), 0.5)
+        if caps[0] == "dark":
+            x[:, :, 0, 0] = -0.9
+        return x
+
+    out = _sample_all(pale_then_dark, ["pale"] * 4 + ["dark"] * 4, batch_size=4)
+    assert out.shape == (8, 3, 8, 8)
+    assert _sample_all(pale_then_dark, ["pale"] * 8, batch_size=4, range_check=False).shape[0] == 8
+    with pytest.raises(ImageBatchError, match=r"\[0, 1\]"):
+        _sample_all(lambda caps: torch.rand(len(caps), 3, 8, 8), ["a"] * 8, batch_size=4)
+    with pytest.raises(ImageBatchError):
+        _sample_all(lambda caps: torch.full((len(caps), 3, 8, 8), float("nan")), ["a"] * 4, batch_size=4,
+                    range_check=False)
