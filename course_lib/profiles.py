@@ -360,7 +360,7 @@ PROFILES: dict[str, Profile] = {
         autoencoder=AutoencoderSizes(block_out_channels=(8, 16), steps=200, batch_size=32,
                                      lr=3e-3, max_minutes=0.4),
         diffusion=DiffusionSizes(block_out_channels=(32, 64), n_train=2_000, batch_size=32,
-                                 lr=2e-3, ema_decay=0.0, steps=120, max_minutes=1.5,
+                                 lr=2e-3, ema_decay=0.0, steps=200, max_minutes=1.5,
                                  sample_steps=8, n_eval=64, n_curve=16,
                                  curve_steps=(3, 8), guidance_scales=(0.0, 1.5, 3.0),
                                  cost_batch=4, stability_steps=20),
