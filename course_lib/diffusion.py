@@ -28,7 +28,6 @@ with its weights, caption dropout and the guidance loop.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Mapping
 
@@ -37,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints, conditioning
-from .profiles import get_profile
+from .profiles import get_profile, section_with
 from .training import Method, fit
 
 __all__ = [
@@ -85,12 +84,7 @@ def diffusion_config(profile=None, encoder=None, autoencoder=None, **changes) ->
         changes: overrides of the profile's ``diffusion`` section (e.g. ``steps=300``).
     """
     p = get_profile(profile)
-    sizes = dataclasses.asdict(p.diffusion)
-    unknown = sorted(set(changes) - set(sizes))
-    if unknown:
-        raise KeyError(f"diffusion_config: unknown setting(s) {unknown}; the diffusion section "
-                       f"has {sorted(sizes)}.")
-    sizes.update(changes)
+    sizes = section_with(p, "diffusion", changes, "diffusion_config")
     for key in NOTEBOOK_SETTINGS:         # how notebook 06 measures, not what the model is
         sizes.pop(key)
     sizes["block_out_channels"] = list(sizes["block_out_channels"])

@@ -39,7 +39,6 @@ repository hard-wired to ViT-B/32 at 224 pixels); its parts are the lesson.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
@@ -48,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints, conditioning, gan
-from .profiles import get_profile
+from .profiles import get_profile, section_with
 from .training import Method, fit
 
 __all__ = [
@@ -114,11 +113,7 @@ def galip_config(profile=None, encoder=None, **changes) -> dict:
         changes: overrides of the profile's ``galip`` section (e.g. ``prompts=False``).
     """
     p = get_profile(profile)
-    sizes = dataclasses.asdict(p.galip)
-    unknown = sorted(set(changes) - set(sizes))
-    if unknown:
-        raise KeyError(f"galip_config: unknown setting(s) {unknown}; the galip section has {sorted(sizes)}.")
-    sizes.update(changes)
+    sizes = section_with(p, "galip", changes, "galip_config")
     if sizes["d_head"] not in ("concat", "projection"):
         raise ValueError(f"d_head={sizes['d_head']!r}: use 'concat' (GALIP's) or 'projection'.")
     encoder = encoder if encoder is not None else conditioning.text_encoder(p)

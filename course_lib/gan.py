@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints, conditioning
-from .profiles import get_profile
+from .profiles import get_profile, section_with
 from .training import Method, fit
 
 __all__ = [
@@ -76,14 +76,9 @@ def gan_config(profile=None, encoder=None, **changes) -> dict:
             is never loaded beside this one silently.
         changes: overrides of the profile's ``gan`` section (e.g. ``clip_weight=0.0``).
     """
-    import dataclasses
 
     p = get_profile(profile)
-    sizes = dataclasses.asdict(p.gan)
-    unknown = sorted(set(changes) - set(sizes))
-    if unknown:
-        raise KeyError(f"gan_config: unknown setting(s) {unknown}; the gan section has {sorted(sizes)}.")
-    sizes.update(changes)
+    sizes = section_with(p, "gan", changes, "gan_config")
     if sizes["d_head"] not in ("concat", "projection"):
         raise ValueError(f"d_head={sizes['d_head']!r}: use 'concat' (DF-GAN) or 'projection'.")
     encoder = encoder if encoder is not None else conditioning.text_encoder(p)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["Profile", "DataSizes", "ClipSizes", "JudgeSizes", "GanSizes", "VaeSizes",
            "AutoencoderSizes", "GalipSizes", "DiffusionSizes", "PriorSizes", "DecoderSizes", "PROFILES",
-           "PROFILE_NAMES", "get_profile", "detect_profile_name",
+           "PROFILE_NAMES", "get_profile", "section_with", "detect_profile_name",
            "UnknownProfileError"]
 
 
@@ -406,6 +406,21 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 PROFILE_NAMES = tuple(PROFILES)
+
+
+def section_with(profile: Profile, section: str, changes, where: str) -> dict:
+    """Profile ``section`` as a plain dict with ``changes`` applied: what every method's
+    ``*_config`` starts from.
+
+    Raises:
+        KeyError: a change that is not a field of the section (the fields are listed).
+    """
+    sizes = dataclasses.asdict(getattr(profile, section))
+    unknown = sorted(set(changes) - set(sizes))
+    if unknown:
+        raise KeyError(f"{where}: unknown setting(s) {unknown}; the {section} section has {sorted(sizes)}.")
+    sizes.update(changes)
+    return sizes
 
 
 def detect_profile_name() -> str:

@@ -15,7 +15,6 @@ embedding alone.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 import torch
@@ -24,7 +23,7 @@ from torch import nn
 from .. import checkpoints, conditioning
 from ..diffusion import (DiffusionMethod, DiffusionModel, check_sampling, data_shape, decode,
                          denoise, diffusion_config, fold, make_scheduler, unfold)
-from ..profiles import get_profile
+from ..profiles import get_profile, section_with
 from ..training import fit
 from .prior import check_embeddings, image_embeddings
 
@@ -38,11 +37,7 @@ def decoder_config(profile=None, encoder=None, autoencoder=None, **changes) -> d
     """The decoder's config: notebook 06's diffusion config (UNet sizes, schedule, latent
     space) with the ``decoder`` section's conditioning and budget on top."""
     p = get_profile(profile)
-    own = dataclasses.asdict(p.decoder)
-    unknown = sorted(set(changes) - set(own))
-    if unknown:
-        raise KeyError(f"decoder_config: unknown setting(s) {unknown}; the decoder section has {sorted(own)}.")
-    own.update(changes)
+    own = section_with(p, "decoder", changes, "decoder_config")
     base = diffusion_config(p, encoder, autoencoder)
     for key in ("sample_steps", "guidance", "n_probe"):   # sampling and measuring, not the model
         own.pop(key)

@@ -21,7 +21,6 @@ were an image embedding).
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 import torch
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import checkpoints, conditioning
-from ..profiles import get_profile
+from ..profiles import get_profile, section_with
 from ..training import Method, fit
 
 __all__ = ["PRIOR_CHECKPOINT", "MLP_CHECKPOINT", "prior_config", "PriorModel", "build_prior",
@@ -65,11 +64,7 @@ def check_embeddings(z: torch.Tensor, dim: int, what: str = "embeddings") -> tor
 def prior_config(profile=None, encoder=None, **changes) -> dict:
     """Everything that defines the prior of a profile (the ``prior`` section + its CLIP)."""
     p = get_profile(profile)
-    sizes = dataclasses.asdict(p.prior)
-    unknown = sorted(set(changes) - set(sizes))
-    if unknown:
-        raise KeyError(f"prior_config: unknown setting(s) {unknown}; the prior section has {sorted(sizes)}.")
-    sizes.update(changes)
+    sizes = section_with(p, "prior", changes, "prior_config")
     for key in ("sample_steps", "guidance", "n_eval"):         # sampling, not the model
         sizes.pop(key)
     encoder = encoder if encoder is not None else conditioning.text_encoder(p)
