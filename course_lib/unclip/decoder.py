@@ -39,7 +39,8 @@ def decoder_config(profile=None, encoder=None, autoencoder=None, **changes) -> d
     p = get_profile(profile)
     own = section_with(p, "decoder", changes, "decoder_config")
     base = diffusion_config(p, encoder, autoencoder)
-    for key in ("sample_steps", "guidance", "n_probe"):   # sampling and measuring, not the model
+    for key in ("sample_steps", "guidance", "n_probe", "variations", "n_invert", "inversion_steps",
+                "n_eval"):                               # sampling and measuring, not the model
         own.pop(key)
     # DiffusionMethod's dropout hook reads "caption_dropout": here it drops z_i
     return {**base, **own, "caption_dropout": own["z_dropout"]}
@@ -55,6 +56,9 @@ class DecoderModel(DiffusionModel):
         width, k = int(config["clip"]["width"]), int(config["context_tokens"])
         self.embed_dim, self.k, self.width = d, k, width
         self.z_to_tokens = nn.Linear(d, k * width)
+        # z_i's tokens normalised like the caption's (CLIP's last LayerNorm), so that
+        # cross-attention weighs the two alike (see image_condition)
+        self.z_norm = nn.LayerNorm(width)
         self.null_z = nn.Parameter(torch.zeros(1, d))
 
     def image_condition(self, z: torch.Tensor, tokens: torch.Tensor | None = None,
@@ -65,10 +69,15 @@ class DecoderModel(DiffusionModel):
         if tokens is None:
             null = self.null_condition(n)
             tokens, mask = null["encoder_hidden_states"], null["encoder_attention_mask"]
-        extra = self.z_to_tokens(z).view(n, self.k, self.width)
+        # A unit z_i has entries ~1/sqrt(D): projected as it is, its tokens were ~20x smaller than
+        # the caption's (whose entries are ~1 after CLIP's LayerNorm) and its timestep term tiny, and
+        # the decoder learned to ignore it (cpu, 550 steps: variations kept colour 41%). Scaled to
+        # entries ~1 and its tokens normalised, it is heard (smoke, 200 steps: colour kept 29% -> 57%).
+        zs = z * self.embed_dim ** 0.5
+        extra = self.z_norm(self.z_to_tokens(zs).view(n, self.k, self.width))
         ones = torch.ones(n, self.k, dtype=torch.bool, device=z.device)
         return {"encoder_hidden_states": torch.cat([extra, tokens], 1),
-                "encoder_attention_mask": torch.cat([ones, mask.bool()], 1), "class_labels": z}
+                "encoder_attention_mask": torch.cat([ones, mask.bool()], 1), "class_labels": zs}
 
     def null_image_condition(self, n: int) -> dict:
         return self.image_condition(self.null_z.expand(n, -1))
