@@ -175,24 +175,27 @@ class DiffusionSizes:
     n_train: int = 20_000          # images encoded once (5 ms each on 1 core): 1,000 x 64 = 3 epochs
     batch_size: int = 64
     lr: float = 1e-3
-    steps: int = 1_000
+    steps: int = 600               # 0.5-0.6 s/step on 2 quiet cores (2026-12): ~6 min. Measured there:
+                                   # 686 steps 75.1% / 24% all-four seen / held-out, FD 215 (floor 28);
+                                   # 815 steps 87.5% / 47.2%, FD 140 (floor 14, 500 prompts)
     max_minutes: float = 7.0       # a guard: the steps are sized to end well before it
     sampler: str = "dpm"           # ddpm | ddim | dpm: the sampler of sample() and the report
     sample_steps: int = 20
     guidance: float = 3.0          # cpu, 1,000 steps, DPM 20: w=1.5 78% / 38%, w=3 89% / 66%, w=5 89% / 80% but FD 341
-    n_eval: int = 300              # prompts of the main report (500: 2.3 min on a busy machine)
-    n_curve: int = 64              # prompts of each point of the steps and guidance curves
+    n_eval: int = 200              # prompts of the main report (300: 72 s on 2 quiet cores)
+    n_curve: int = 48              # prompts of each point of the steps and guidance curves
     curve_steps: tuple = (5, 10, 25)        # DDIM and DPM steps of the curve (DDPM: twice as many)
-    guidance_scales: tuple = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0)
-    cost_batch: int = 32           # batch of the pixel-vs-latent cost measurement
+    guidance_scales: tuple = (0.0, 1.5, 3.0, 5.0)
+    cost_batch: int = 16           # batch of the pixel-vs-latent cost measurement
     stability_seeds: int = 3       # seeds of the stability runs (smoke-scale models)
-    stability_steps: int = 100
+    stability_steps: int = 60      # 3 x 100 steps and their grading took 145 s of a 9-minute notebook
 
 
 @dataclass(frozen=True)
 class PriorSizes:
     """unCLIP's prior: caption -> CLIP image embedding (course_lib.unclip, notebook 07)."""
-    layers: int = 4                # PriorTransformer blocks
+    layers: int = 2                # PriorTransformer blocks (2 quiet cores, batch 128: 4 blocks 0.25 s/step,
+                                   # 2 blocks 0.18 s/step, a third of it the caption's CLIP encoding)
     heads: int = 4
     head_dim: int = 32             # inner width = heads x head_dim
     timesteps: int = 1_000         # the prior's own DDPM schedule (predicts the clean z_i)
@@ -200,9 +203,10 @@ class PriorSizes:
     caption_dropout: float = 0.1   # the paper's 10%: the unconditional prior for guidance
     ema_decay: float = 0.999
     n_train: int = 20_000          # (image, caption) pairs; the CLIP image embeddings are computed once
-    batch_size: int = 256
+    batch_size: int = 128
     lr: float = 5e-4
-    steps: int = 1_500
+    steps: int = 300               # 2 quiet cores: 600 steps took 2.0 min (+0.6 for the MLP) and reached
+                                   # retrieval@100 100%, cosine 0.975 (no prior: 0.957)
     max_minutes: float = 3.0
     sample_steps: int = 25         # DDIM steps when sampling an embedding
     guidance: float = 2.0
@@ -216,11 +220,16 @@ class DecoderSizes:
     context_tokens: int = 4        # extra context tokens projected from z_i (the paper: 4)
     z_dropout: float = 0.1         # the paper: z_i dropped 10% ...
     text_dropout: float = 0.5      # ... and the caption 50% of the time
-    steps: int = 1_000
+    steps: int = 500               # notebook 06's UNet, 0.6-0.67 s/step in a notebook: ~5.5 min, so the
+                                   # two stages (and the MLP baseline) fit in 7
     max_minutes: float = 7.0       # a guard: the steps are sized to end well before it
     sample_steps: int = 20
     guidance: float = 3.0          # notebook 06 measured 3 as the best trade for its model
-    n_probe: int = 64              # real images of notebook 07's variations, text diffs, inversion
+    n_probe: int = 64              # real images of notebook 07's variations and text diffs
+    variations: int = 2            # decodings of each probe image's z_i (what z_i keeps)
+    n_invert: int = 8              # real images DDIM-inverted (one at a time: 16 took 60 s)
+    inversion_steps: int = 50      # DDIM steps of the inversion and of its reconstruction
+    n_eval: int = 100              # prompts of notebook 07's text -> image table (3 x 200: 249 s)
 
 
 @dataclass(frozen=True)
@@ -366,7 +375,8 @@ PROFILES: dict[str, Profile] = {
                                  cost_batch=4, stability_steps=20),
         prior=PriorSizes(layers=2, heads=2, head_dim=32, n_train=4_000, batch_size=64, steps=150,
                          max_minutes=0.5, sample_steps=10, n_eval=50),
-        decoder=DecoderSizes(steps=120, max_minutes=1.5, sample_steps=8, guidance=3.0, n_probe=16),
+        decoder=DecoderSizes(steps=200, max_minutes=1.5, sample_steps=8, guidance=3.0, n_probe=16,
+                             n_invert=3, inversion_steps=10, n_eval=48),
         demo_steps=60,
         use_shipped_checkpoints=False,
         plot_every_s=30.0,
