@@ -191,8 +191,9 @@ def test_decoder_dropout_masks():
     cond = {"z": z, "tokens": tokens, "mask": mask}
     method = unclip.DecoderMethod(model, FakeTextEncoder(), {**cfg, "text_dropout": 0.0})
     kept = method.drop_conditioning(cond, torch.tensor([True, False]))
-    assert torch.equal(kept["class_labels"][0], z[0])
-    assert torch.equal(kept["class_labels"][1], model.null_z[0])
+    scale = D ** 0.5                     # z_i reaches the UNet with entries ~1 (DecoderModel.image_condition)
+    assert torch.allclose(kept["class_labels"][0], z[0] * scale)
+    assert torch.allclose(kept["class_labels"][1], model.null_z[0] * scale)
     assert torch.equal(kept["encoder_hidden_states"][:, 4:], tokens)       # captions all kept
     method = unclip.DecoderMethod(model, FakeTextEncoder(), {**cfg, "text_dropout": 1.0})
     dropped = method.drop_conditioning(cond, torch.tensor([True, True]))
@@ -248,3 +249,18 @@ def test_images_of_the_wrong_size_or_mode_are_converted_or_refused():
         unclip.as_images(torch.rand(1, 3, 16, 16) * 2 - 1, 8)           # wrong size
     with pytest.raises(ValueError):
         unclip.as_images(torch.rand(1, 3, 8, 8), 8)                     # a [0, 1] batch
+
+
+def test_decoder_hears_z_as_loudly_as_the_caption():
+    """A unit z_i (entries ~1/sqrt(D)) projected as it was gave context tokens ~20x smaller than
+    the caption's and the decoder learned to ignore it; its tokens now match the caption's scale
+    and its timestep term sees entries ~1."""
+    model = tiny_decoder()
+    z = F.normalize(torch.randn(3, D), dim=-1)
+    tokens, mask = FakeTextEncoder().tokens(["a red circle", "a blue star", "a small green square"])
+    cond = model.image_condition(z, tokens, mask)
+    extra = cond["encoder_hidden_states"][:, :model.k]
+    ratio = float(extra.pow(2).mean().sqrt() / tokens.pow(2).mean().sqrt())
+    assert 0.3 < ratio < 3.0, f"z_i's tokens are {ratio:.2f}x the caption's in size"
+    assert cond["class_labels"].pow(2).mean().sqrt() == pytest.approx(1.0, rel=1e-4)
+    assert cond["encoder_attention_mask"][:, :model.k].all()
