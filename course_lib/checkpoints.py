@@ -258,7 +258,54 @@ def load_checkpoint(path: str | Path,
         tensors = load_file(str(path), device=str(device))
     except Exception as e:
         raise _open_error(path, e) from e
+    if card.get(PACKED_KEY):
+        tensors = unpack_zero_rows(tensors, card[PACKED_KEY], path)
     return tensors, card
+
+
+#: The card entry naming the tensors stored without their all-zero rows.
+PACKED_KEY = "packed_rows"
+_ROWS = ".nonzero_rows"
+
+
+def pack_zero_rows(tensors: Mapping[str, torch.Tensor], *, min_numel: int = 1 << 16
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:
+    """Store 2-D float tensors that are mostly all-zero rows as their other rows plus
+    those rows' indices (``<name>.nonzero_rows``); lossless. Returns ``(tensors, packed)``
+    where ``packed`` (name -> full shape) goes into the card under :data:`PACKED_KEY`.
+
+    safetensors has no sparse format, and a shipped CLIP's token table is 49,408 rows of
+    which the course's world uses ~90 (see ``clip.keep_world_tokens``)."""
+    out: dict[str, torch.Tensor] = {}
+    packed: dict[str, list[int]] = {}
+    for name, t in tensors.items():
+        if t.is_floating_point() and t.ndim == 2 and t.numel() >= min_numel:
+            rows = t.detach().ne(0).any(dim=1).nonzero().flatten()
+            if len(rows) <= t.shape[0] // 2:
+                out[name] = t[rows].contiguous()
+                out[name + _ROWS] = rows.to(torch.int64)
+                packed[name] = list(t.shape)
+                continue
+        out[name] = t
+    return out, packed
+
+
+def unpack_zero_rows(tensors: Mapping[str, torch.Tensor], packed: Mapping[str, Any],
+                     path: Path | str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The inverse of :func:`pack_zero_rows` (the full tensors, zero rows back in place)."""
+    out = dict(tensors)
+    for name, shape in packed.items():
+        rows = out.pop(name + _ROWS, None)
+        values = out.get(name)
+        if rows is None or values is None or values.shape[0] != rows.shape[0] \
+                or len(shape) != 2 or values.shape[1] != shape[1]:
+            raise CheckpointError(f"Checkpoint {path}: its card says {name!r} is stored without "
+                                  "its zero rows, but the stored rows do not fit. The file was "
+                                  "altered or cut: copy it again, or regenerate it.")
+        full = torch.zeros(tuple(shape), dtype=values.dtype, device=values.device)
+        full[rows.long()] = values
+        out[name] = full
+    return out
 
 
 # ----------------------------------------------------------------------------- nested state

@@ -57,6 +57,7 @@ import functools
 import itertools
 import math
 import os
+import re
 import socket
 import time
 import warnings
@@ -1301,6 +1302,50 @@ def image_intermediates(model: nn.Module, images, *, indices: int | Sequence[int
                                            normalize_intermediates=normalize_intermediates)
 
 
+# ----------------------------------------------------------------------------- references
+
+
+def world_token_ids() -> list[int]:
+    """Every token id a caption or prompt of the course's world can contain (sorted).
+
+    CLIP's byte-pair tokenizer encodes word by word, so the tokens of every word and
+    punctuation mark of the world's templates and synonym lists, plus the start, end and
+    padding tokens, are all the tokens its captions use: ~90 of the 49,408 rows of the
+    token table."""
+    from .data import world
+    tok = get_tokenizer()
+    texts = [re.sub(r"\{\w+\}", " ", t) for t in world.TEMPLATES + world.RELATION_TEMPLATES]
+    for table in (world.SHAPE_WORDS, world.COLOR_WORDS, world.SIZE_WORDS, world.POSITION_WORDS,
+                  world.POSITION_LABELS, world.RELATION_WORDS):
+        texts += [" ".join(words) for words in table.values()]
+    texts.append("an shape")          # _tidy's article; a partial prompt's missing shape
+    ids = {0, tok.sot_token_id, tok.eot_token_id}
+    for text in texts:
+        ids.update(tok.encode(text))
+    return sorted(ids)
+
+
+def keep_world_tokens(state: Mapping[str, torch.Tensor]) -> dict:
+    """Zero, in place, the rows of a CLIP state's token table that no world caption uses.
+
+    For a shipped reference (``python -m course_lib.train ... --reference``): the course's
+    CLIP never sees the other ~49,300 tokens, so their rows are still their random start;
+    as zeros they cost nothing in the shipped file (checkpoints store all-zero rows sparsely),
+    and the course CLIP goes from ~15 MB to ~3 MB in fp16. Words outside the world then all
+    map to the same zero vector, instead of each to its own untrained random one."""
+    keys = [k for k in state if k.endswith("token_embedding.weight")]
+    if not keys:
+        return {}
+    keep = torch.tensor(world_token_ids())
+    with torch.no_grad():
+        for key in keys:
+            table = state[key]
+            mask = torch.ones(table.shape[0], dtype=torch.bool, device=table.device)
+            mask[keep.to(table.device)] = False
+            table[mask] = 0
+    return {"token rows kept": len(keep), "of": int(state[keys[0]].shape[0])}
+
+
 # The training command (python -m course_lib.train) finds this model here.
 from . import registry as _registry
-_registry.register("clip", load_or_train_clip, section="clip")
+_registry.register("clip", load_or_train_clip, section="clip", prepare_reference=keep_world_tokens)

@@ -52,6 +52,9 @@ class Trainable:
     summarise: Callable[..., Mapping[str, Any]] | None = None
     reference: Mapping[str, Any] = field(default_factory=dict)
     sample: Callable[..., Any] | None = None
+    #: ``prepare_reference(state_dict)``: changes a model's weights in place before it is
+    #: shipped as a reference (e.g. CLIP zeroes the token rows the world never uses).
+    prepare_reference: Callable[..., Any] | None = None
 
 
 _REGISTRY: dict[str, Trainable] = {}
@@ -59,10 +62,11 @@ _REGISTRY: dict[str, Trainable] = {}
 
 def register(name: str, load_or_train: Callable[..., Any], *, after=(), section: str | None = None,
              summarise=None, reference: Mapping[str, Any] | None = None,
-             sample: Callable[..., Any] | None = None) -> Trainable:
+             sample: Callable[..., Any] | None = None,
+             prepare_reference: Callable[..., Any] | None = None) -> Trainable:
     """Register a model for the training command (idempotent: a module reloaded re-registers)."""
     entry = Trainable(name, load_or_train, tuple(after), section, summarise, dict(reference or {}),
-                      sample)
+                      sample, prepare_reference)
     _REGISTRY[name] = entry
     return entry
 

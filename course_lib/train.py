@@ -168,9 +168,12 @@ def _round_to_fp16(model: torch.nn.Module) -> None:
                 v.copy_(v.half().to(v.dtype))
 
 
-def _round_file(path: Path) -> None:
-    """Round a checkpoint's float weights to fp16 values in place (kept in their dtype)."""
+def _round_file(path: Path, prepare=None) -> None:
+    """Round a checkpoint's float weights to fp16 values in place (kept in their dtype),
+    after ``prepare(tensors)`` (an entry's ``prepare_reference``) when given."""
     tensors, card = checkpoints.load_checkpoint(path)
+    if prepare is not None:
+        prepare(tensors)
     rounded = {k: (v.half().to(v.dtype) if v.is_floating_point() else v) for k, v in tensors.items()}
     checkpoints.save_checkpoint(path, rounded, card)
 
@@ -184,7 +187,7 @@ def export_reference(entry: registry.Trainable, model, card: Mapping, profile: P
         ValueError: the file would exceed :data:`MAX_REFERENCE_MB` (it is not written).
     """
     directory = Path(directory or paths.SHIPPED_DIR)
-    tensors = _sampling_only_fp16(model)
+    tensors, packed = checkpoints.pack_zero_rows(_sampling_only_fp16(model))
     size_mb = sum(t.numel() * t.element_size() for t in tensors.values()) / 1e6
     if size_mb > MAX_REFERENCE_MB:
         raise ValueError(
@@ -200,6 +203,8 @@ def export_reference(entry: registry.Trainable, model, card: Mapping, profile: P
            "profile": profile.name, "metrics": dict(metrics or {}), "check": dict(check or {})}
     new_card = {k: v for k, v in card.items() if k not in ("source", "date", "versions")}
     new_card.update({"reference": ref, "dtype": "float16", "sampling_only": True})
+    if packed:
+        new_card[checkpoints.PACKED_KEY] = packed
     path = directory / f"{entry.name}{checkpoints.SUFFIX}"
     checkpoints.save_checkpoint(path, tensors, new_card)
     return path
@@ -264,8 +269,10 @@ def train(names: Sequence[str] = ("all",), *, profile=None, steps: int | None = 
         if reference and is_main_process():
             # what later models of the chain train on (a generator's CLIP) must be exactly
             # what learners load from the fp16 files, or its fingerprint would not match
+            if entry.prepare_reference is not None:
+                entry.prepare_reference(model.state_dict())
             _round_to_fp16(model)
-            _round_file(checkpoints.checkpoint_path(entry.name, profile_i))
+            _round_file(checkpoints.checkpoint_path(entry.name, profile_i), entry.prepare_reference)
         numbers = summarise(entry, model, card, profile_i, n=eval_n) if is_main_process() else {}
         row = {"model": entry.name, "source": card.get("source", "?"),
                "steps": (card.get("training") or {}).get("step") or (card.get("metrics") or {}).get("steps"),

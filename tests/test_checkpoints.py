@@ -35,6 +35,26 @@ def test_round_trip_keeps_weights_and_card(tmp_path):
     assert json.loads(path.with_suffix(".json").read_text())["config"] == CONFIG
 
 
+def test_mostly_zero_tables_are_stored_without_their_zero_rows(tmp_path):
+    """How a shipped CLIP's token table (49,408 rows, ~90 used) fits the 10 MB a reference may take."""
+    table = torch.zeros(5_000, 32)
+    table[[0, 17, 4_999]] = torch.randn(3, 32)
+    dense = torch.randn(300, 300)                    # no zero rows: stored as it is
+    packed, shapes = ck.pack_zero_rows({"emb.weight": table, "w": dense})
+    assert shapes == {"emb.weight": [5_000, 32]} and packed["emb.weight"].shape == (3, 32)
+    assert packed["w"] is dense
+    path = ck.save_checkpoint(tmp_path / "p.safetensors", packed, {ck.PACKED_KEY: shapes})
+    assert path.stat().st_size < 300 * 300 * 4 + 50_000             # not 5,000 x 32 floats more
+    tensors, _ = ck.load_checkpoint(path)
+    assert set(tensors) == {"emb.weight", "w"}
+    assert torch.equal(tensors["emb.weight"], table) and torch.equal(tensors["w"], dense)
+    # a file whose rows do not fit its card is a clear error, not a wrong model
+    packed["emb.weight.nonzero_rows"] = packed["emb.weight.nonzero_rows"][:2]
+    ck.save_checkpoint(path, packed, {ck.PACKED_KEY: shapes})
+    with pytest.raises(ck.CheckpointError, match="zero rows"):
+        ck.load_checkpoint(path)
+
+
 def test_killed_mid_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "m.safetensors"
     ck.save_checkpoint(path, {"w": torch.ones(4)}, {"step": 1})

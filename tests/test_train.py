@@ -69,6 +69,14 @@ def test_references_are_sampling_only_fp16_with_a_card(shipped_chain):
         for key in ("command", "commit", "device", "steps", "minutes", "metrics"):
             assert ref.get(key) not in (None, ""), (name, key)
         assert path.stat().st_size <= train.MAX_REFERENCE_MB * 1e6
+    # the CLIP ships only the token rows the world uses (the others are zero)
+    from course_lib.clip import world_token_ids
+    clip_card = checkpoints.read_card(root / "shipped" / "clip.safetensors")
+    assert list(clip_card[checkpoints.PACKED_KEY].values()) == [[49_408, 64]]
+    table = checkpoints.load_checkpoint(root / "shipped" / "clip.safetensors")[0]["token_embedding.weight"]
+    used = table.ne(0).any(dim=1).nonzero().flatten().tolist()
+    assert set(used) <= set(world_token_ids()) and len(used) > 50
+    assert (root / "shipped" / "clip.safetensors").stat().st_size < 0.2 * 49_408 * 64 * 2
     gan_card = checkpoints.read_card(root / "shipped" / "gan.safetensors")
     assert gan_card["reference"]["check"]["n"] == train.CHECK_N
     assert "all-four seen %" in gan_card["reference"]["check"]["metrics"]
