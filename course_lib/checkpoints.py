@@ -22,6 +22,9 @@ train and save. Where it looks, in order:
    the gpu profile) and handed to learners; used when the profile allows it
    (``Profile.use_shipped_checkpoints``). Its config may differ from the local
    profile's (a bigger model): the model is then built from the card's config.
+   A *course reference* there (its card has a ``reference`` entry: committed with the
+   course, made by ``python -m course_lib.train <name> --reference``) is loaded only
+   inside ``use("reference")``: it stands beside the learner's own run, never in its place.
 
 A local checkpoint whose training its time budget stopped short of its steps (a
 busy CPU) is not final: its card says so (``card["training"]``), its resumable
@@ -86,7 +89,8 @@ def use(source: str):
             ref, _ = gan.load_or_train_gan()
 
     * ``"auto"`` (the default): this machine's checkpoint; else, where the profile allows
-      it (cpu, gpu), a shipped one from ``data/shipped/``; else train.
+      it (cpu, gpu), an instructor's shipped one from ``data/shipped/``; else train.
+      (Course references there are not used: the learner trains their own run.)
     * ``"own"``: this machine's checkpoint, or train; shipped files are ignored.
     * ``"reference"``: only the shipped file (an error naming the command that makes it
       when there is none). Dependencies loaded inside the block (the CLIP a generator was
@@ -467,9 +471,19 @@ def find_checkpoint(name: str, profile: Any = None) -> Path | None:
         return shipped
     if local.exists():
         return local
-    if source == "auto" and profile.use_shipped_checkpoints and shipped.exists():
+    if source == "auto" and profile.use_shipped_checkpoints and shipped.exists() \
+            and not _is_course_reference(shipped):
         return shipped
     return None
+
+
+def _is_course_reference(path: Path) -> bool:
+    """A course reference (committed to data/shipped/ by ``--reference``), as opposed to an
+    instructor's bundle: loaded only inside ``use("reference")``, beside the learner's run."""
+    try:
+        return "reference" in read_card(path)
+    except CheckpointError:
+        return False          # an unreadable file: load_or_train names the problem when it loads
 
 
 def load_or_train(name: str, *, config: Mapping, build: Callable[[dict], nn.Module],

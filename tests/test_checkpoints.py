@@ -183,6 +183,21 @@ def test_shipped_checkpoint_is_used_with_its_own_config(tmp_data):
     assert card["source"] == "trained" and train.calls == 1
 
 
+def test_a_course_reference_never_replaces_the_learners_own_run(tmp_data):
+    """A committed course reference stands beside the learner's run (use("reference")):
+    in the default mode a cpu learner trains their own, as the notebooks teach."""
+    ck.save_model(tmp_data / "shipped" / "toy.safetensors", build(CONFIG), config=CONFIG,
+                  profile="cpu-reference", reference={"command": "python -m course_lib.train toy --reference"})
+    train = Counter()
+    cpu = get_profile("cpu")
+    _, card = ck.load_or_train("toy", config=CONFIG, build=build, train=train, profile=cpu, device="cpu")
+    assert card["source"] == "trained" and train.calls == 1
+    with ck.use("reference"):
+        _, card = ck.load_or_train("toy", config=CONFIG, build=build, train=train, profile=cpu,
+                                   device="cpu", verbose=False)
+    assert card["source"] == "shipped" and train.calls == 1
+
+
 def test_bad_names_are_refused(tmp_data):
     for bad in ["", "../x", "a/b", ".hidden"]:
         with pytest.raises(ValueError, match="plain name"):
