@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints, conditioning
-from .profiles import get_profile, section_with
+from .profiles import get_profile, profile_of, section_with
 from .training import Method, fit
 
 __all__ = [
@@ -61,7 +61,8 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 #: Fields of the profile's ``diffusion`` section that size notebook 06's measurements and the
 #: sampler's defaults; kept out of the model's config, so changing them never forces a retrain.
 NOTEBOOK_SETTINGS = ("sampler", "sample_steps", "guidance", "n_eval", "n_curve", "curve_steps",
-                     "guidance_scales", "cost_batch", "stability_seeds", "stability_steps")
+                     "guidance_scales", "cost_batch", "stability_seeds", "stability_steps",
+                     "reference_guidance")
 
 
 class UnknownSchedulerError(ValueError):
@@ -540,7 +541,7 @@ def sampling_defaults(model) -> dict:
     profile's (``sampler``, ``sample_steps``, ``guidance`` of its ``diffusion`` section), or
     the model config's own where it has them."""
     cfg = model.config
-    section = get_profile(cfg.get("profile")).diffusion
+    section = profile_of(cfg).diffusion
     return {"scheduler": cfg.get("sampler", section.sampler),
             "steps": int(cfg.get("sample_steps", section.sample_steps)),
             "guidance": float(cfg.get("guidance", section.guidance))}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["Profile", "DataSizes", "ClipSizes", "JudgeSizes", "GanSizes", "VaeSizes",
            "AutoencoderSizes", "GalipSizes", "DiffusionSizes", "PriorSizes", "DecoderSizes", "PROFILES",
-           "PROFILE_NAMES", "get_profile", "section_with", "detect_profile_name",
+           "PROFILE_NAMES", "get_profile", "profile_of", "section_with", "detect_profile_name",
            "UnknownProfileError"]
 
 
@@ -189,6 +189,9 @@ class DiffusionSizes:
     cost_batch: int = 16           # batch of the pixel-vs-latent cost measurement
     stability_seeds: int = 3       # seeds of the stability runs (smoke-scale models)
     stability_steps: int = 60      # 3 x 100 steps and their grading took 145 s of a 9-minute notebook
+    reference_guidance: float = 1.5  # notebooks 06-07 also grade the shipped references (3,000 steps) at
+                                   # this scale: measured there (200 prompts, DPM 20) w=1.5 98.7% / 82%
+                                   # all four seen / held-out, FD 85; w=3 100% / 98%, FD 248 (floor 32)
 
 
 @dataclass(frozen=True)
@@ -448,6 +451,15 @@ def detect_profile_name() -> str:
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     return "cpu"
+
+
+def profile_of(config) -> Profile:
+    """The profile a model's config was made in (its ``"profile"`` entry), e.g. for the
+    sampling defaults of its section. A reference made by ``python -m course_lib.train
+    --reference`` says ``"cpu-reference"``: the cpu profile's sections (changed only in
+    training budget) apply. No entry: the active profile."""
+    name = config.get("profile") if config else None
+    return get_profile(name.removesuffix("-reference") if isinstance(name, str) else None)
 
 
 def get_profile(name: str | Profile | None = None) -> Profile:

@@ -187,7 +187,7 @@ def test_a_course_reference_never_replaces_the_learners_own_run(tmp_data):
     """A committed course reference stands beside the learner's run (use("reference")):
     in the default mode a cpu learner trains their own, as the notebooks teach."""
     ck.save_model(tmp_data / "shipped" / "toy.safetensors", build(CONFIG), config=CONFIG,
-                  profile="cpu-reference", reference={"command": "python -m course_lib.train toy --reference"})
+                  profile="cpu-reference", reference={"command": "course_lib.train toy --reference"})
     train = Counter()
     cpu = get_profile("cpu")
     _, card = ck.load_or_train("toy", config=CONFIG, build=build, train=train, profile=cpu, device="cpu")

@@ -23,7 +23,7 @@ from torch import nn
 from .. import checkpoints, conditioning
 from ..diffusion import (DiffusionMethod, DiffusionModel, check_sampling, data_shape, decode,
                          denoise, diffusion_config, fold, make_scheduler, unfold)
-from ..profiles import get_profile, section_with
+from ..profiles import get_profile, profile_of, section_with
 from ..training import fit
 from .prior import check_embeddings, image_embeddings
 
@@ -183,7 +183,7 @@ def decode_embeddings(model: DecoderModel, z: torch.Tensor, captions=None, *, se
             default: drawn from ``seed``.
         steps / guidance: default the profile's ``decoder`` section.
     """
-    section = get_profile(model.config.get("profile")).decoder
+    section = profile_of(model.config).decoder
     steps = section.sample_steps if steps is None else steps
     guidance = section.guidance if guidance is None else guidance
     check_sampling(steps, guidance, model.config)

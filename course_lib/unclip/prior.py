@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import checkpoints, conditioning
-from ..profiles import get_profile, section_with
+from ..profiles import get_profile, profile_of, section_with
 from ..training import Method, fit
 
 __all__ = ["PRIOR_CHECKPOINT", "MLP_CHECKPOINT", "prior_config", "PriorModel", "build_prior",
@@ -304,7 +304,7 @@ def sample_prior(model, captions, *, seed: int = 0, steps: int | None = None,
     encoder = conditioning.get_text_encoder(model)
     if isinstance(model, MLPPrior):
         return model(encoder.pooled(captions))
-    section = get_profile(model.config.get("profile")).prior
+    section = profile_of(model.config).prior
     steps = section.sample_steps if steps is None else steps
     guidance = section.guidance if guidance is None else guidance
     check_sampling(steps, guidance, model.config)
