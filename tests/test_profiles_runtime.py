@@ -148,3 +148,15 @@ def test_unknown_devices_are_clear_errors(monkeypatch, name, hint):
     monkeypatch.delenv("COURSE_DEVICE")
     with pytest.raises(ValueError, match=f"device='{name}'"):
         runtime.get_device(name)
+
+
+def test_a_reference_config_reads_its_base_profile():
+    """A model trained by `python -m course_lib.train ... --reference` stores "cpu-reference":
+    its sampling defaults are the cpu profile's (get_profile alone refuses that name)."""
+    from course_lib.profiles import UnknownProfileError, profile_of
+    assert profile_of({"profile": "cpu-reference"}).name == "cpu"
+    assert profile_of({"profile": "smoke"}).name == "smoke"
+    with pytest.raises(UnknownProfileError):
+        profiles.get_profile("cpu-reference")
+    with pytest.raises(UnknownProfileError):
+        profile_of({"profile": "nope-reference"})

@@ -152,9 +152,11 @@ SHIPPED = sorted(paths.SHIPPED_DIR.glob("*.safetensors"))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_shipped_references_reproduce(path):
+def test_shipped_references_reproduce(path, monkeypatch):
     """Every reference committed to data/shipped/ still loads with today's code and gives
     its card's numbers: drift is caught the day it happens."""
+    # the real folder, also when a module fixture above has pointed paths at a temporary one
+    monkeypatch.setattr(paths, "SHIPPED_DIR", path.parent)
     card = checkpoints.read_card(path)
     if "reference" not in card:
         pytest.skip(f"{path.name} is an instructor's bundle, not a course reference")
