@@ -1325,7 +1325,7 @@ def world_token_ids() -> list[int]:
     return sorted(ids)
 
 
-def keep_world_tokens(state: Mapping[str, torch.Tensor]) -> dict:
+def keep_world_tokens(state: Mapping[str, torch.Tensor]) -> None:
     """Zero, in place, the rows of a CLIP state's token table that no world caption uses.
 
     For a shipped reference (``python -m course_lib.train ... --reference``): the course's
@@ -1333,17 +1333,13 @@ def keep_world_tokens(state: Mapping[str, torch.Tensor]) -> dict:
     as zeros they cost nothing in the shipped file (checkpoints store all-zero rows sparsely),
     and the course CLIP goes from ~15 MB to ~3 MB in fp16. Words outside the world then all
     map to the same zero vector, instead of each to its own untrained random one."""
-    keys = [k for k in state if k.endswith("token_embedding.weight")]
-    if not keys:
-        return {}
     keep = torch.tensor(world_token_ids())
     with torch.no_grad():
-        for key in keys:
+        for key in [k for k in state if k.endswith("token_embedding.weight")]:
             table = state[key]
             mask = torch.ones(table.shape[0], dtype=torch.bool, device=table.device)
             mask[keep.to(table.device)] = False
             table[mask] = 0
-    return {"token rows kept": len(keep), "of": int(state[keys[0]].shape[0])}
 
 
 # The training command (python -m course_lib.train) finds this model here.

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from course_lib import checkpoints, paths, registry, train
-from course_lib.profiles import get_profile
+from course_lib.profiles import get_profile, profile_of
 
 
 def test_unknown_model_is_a_clear_error(capsys):
@@ -160,7 +160,7 @@ def test_shipped_references_reproduce(path, monkeypatch):
     card = checkpoints.read_card(path)
     if "reference" not in card:
         pytest.skip(f"{path.name} is an instructor's bundle, not a course reference")
-    profile = get_profile(card["reference"]["profile"].removesuffix("-reference"))
+    profile = profile_of(card["reference"])
     _reproduce(path.stem, path.parent, profile)
     assert path.stat().st_size <= train.MAX_REFERENCE_MB * 1e6
 

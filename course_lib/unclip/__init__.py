@@ -35,15 +35,15 @@ from .prior import (
 from .decoder import (DECODER_CHECKPOINT, DecoderMethod, DecoderModel, build_decoder,
                       decode_embeddings, decoder_config, decoder_data, load_or_train_decoder,
                       train_decoder)
-from .edits import (UnCLIP, as_images, embed_images, generate, interpolate, invert,
+from .edits import (UnCLIP, as_images, embed_images, generate, generate_no_prior, interpolate, invert,
                     load_or_train_unclip, sample, slerp, text_diff, text_direction, variations)
 
 from .probes import inversion_report, kept_attributes, text_diff_report, variation_report
 
-__all__ = ["decoder_sample", "kept_attributes", "variation_report", "text_diff_report", "inversion_report",
+__all__ = ["kept_attributes", "variation_report", "text_diff_report", "inversion_report",
            "DECODER_CHECKPOINT", "DecoderMethod", "DecoderModel", "build_decoder", "decode_embeddings",
            "decoder_config", "decoder_data", "load_or_train_decoder", "train_decoder",
-           "UnCLIP", "as_images", "embed_images", "generate", "interpolate", "invert",
+           "UnCLIP", "as_images", "embed_images", "generate", "generate_no_prior", "interpolate", "invert",
            "load_or_train_unclip", "sample", "slerp", "text_diff", "text_direction", "variations",
            "PRIOR_CHECKPOINT", "MLP_CHECKPOINT", "EmbeddingError", "PriorModel", "PriorMethod",
            "MLPPrior", "MLPPriorMethod", "build_prior", "check_embeddings", "image_embeddings",
@@ -53,14 +53,6 @@ __all__ = ["decoder_sample", "kept_attributes", "variation_report", "text_diff_r
 
 # The training command (python -m course_lib.train) finds these models here.
 from .. import registry as _registry
-def decoder_sample(decoder, captions, *, seed: int = 0):
-    """The decoder alone, on the "no prior" embeddings (the captions' text embeddings): how
-    the training command grades a decoder without its prior, and what a shipped decoder's
-    card check reproduces (drift in its weights or in the sampling code shows there)."""
-    from ..conditioning import get_text_encoder
-    return decode_embeddings(decoder, no_prior(get_text_encoder(decoder), captions), captions, seed=seed)
-
-
 # The references (``python -m course_lib.train unclip-prior unclip-decoder --reference --profile
 # cpu``, shipped for notebook 07's side-by-side): the decoder trained 6x longer than the cpu
 # notebook's 500 steps, the prior twice as long (it meets its targets in the notebook already;
@@ -70,4 +62,4 @@ _registry.register("unclip-prior", load_or_train_prior, after=("clip",), section
 _registry.register("unclip-prior-mlp", load_or_train_mlp_prior, after=("clip",), section="prior")
 _registry.register("unclip-decoder", load_or_train_decoder, after=("clip", "judge", "autoencoder"),
                    section="decoder", reference={"steps": 3_000, "max_minutes": 60.0},
-                   sample=decoder_sample)
+                   sample=generate_no_prior)

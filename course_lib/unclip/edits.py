@@ -10,10 +10,10 @@ from .. import conditioning
 from ..images import check_images
 from .decoder import DecoderModel, decode_embeddings, load_or_train_decoder
 from .prior import (PriorModel, check_embeddings, image_embeddings, load_or_train_prior,
-                    sample_prior)
+                    no_prior, sample_prior)
 
-__all__ = ["UnCLIP", "load_or_train_unclip", "generate", "sample", "as_images", "embed_images",
-           "slerp", "variations", "interpolate", "text_direction", "text_diff", "invert"]
+__all__ = ["UnCLIP", "load_or_train_unclip", "generate", "generate_no_prior", "sample", "as_images",
+           "embed_images", "slerp", "variations", "interpolate", "text_direction", "text_diff", "invert"]
 
 
 class UnCLIP(nn.Module):
@@ -46,6 +46,17 @@ def generate(model: UnCLIP, captions, *, seed: int = 0, prior_guidance: float | 
 
 
 sample = generate       # the name every generator module offers
+
+
+@torch.no_grad()
+def generate_no_prior(decoder: DecoderModel, captions, *, seed: int = 0, guidance: float | None = None,
+                      steps: int | None = None) -> torch.Tensor:
+    """The paper's "no prior" ablation: the decoder on the captions' *text* embeddings
+    (:func:`~course_lib.unclip.prior.no_prior`). Also how the training command grades a
+    decoder alone, and what a shipped decoder's card check reproduces."""
+    captions = conditioning.check_captions(captions, "generate_no_prior(captions)")
+    z = no_prior(conditioning.get_text_encoder(decoder), captions)
+    return decode_embeddings(decoder, z, captions, seed=seed, guidance=guidance, steps=steps)
 
 
 def as_images(images, size: int) -> torch.Tensor:
