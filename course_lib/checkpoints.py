@@ -441,13 +441,13 @@ def _load_state_strict(model: nn.Module, tensors: Mapping[str, torch.Tensor], pa
 
 def checkpoint_path(name: str, profile: Any = None, directory: str | Path | None = None) -> Path:
     """Where a checkpoint called ``name`` lives for a profile:
-    ``data/checkpoints/<profile>/<name>.safetensors`` (or ``directory/<name>.safetensors``)."""
+    ``data/checkpoints/<profile>/<name>.safetensors`` (``<profile>-seed<N>/`` for another
+    seed, :attr:`Profile.checkpoint_folder`), or ``directory/<name>.safetensors``."""
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         raise ValueError(f"Checkpoint name {name!r}: use a plain name such as 'clip' (no slashes).")
     if directory is None:
         from .profiles import get_profile
-        profile_name = getattr(profile, "name", profile) or get_profile().name
-        directory = paths.CHECKPOINT_DIR / profile_name
+        directory = paths.CHECKPOINT_DIR / get_profile(profile).checkpoint_folder
     return Path(directory) / f"{name}{SUFFIX}"
 
 

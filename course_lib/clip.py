@@ -445,7 +445,7 @@ def training_data(config: Mapping, profile: Profile | str | None = None, seed: i
 
     t = config["training"]
     train = WorldDataset("train", n=t["n_train"], image_size=config["vision_cfg"]["image_size"],
-                         seed=seed, captions=t.get("captions", "random"),
+                         captions=t.get("captions", "random"),
                          two_object_fraction=t["two_object_fraction"], profile=profile)
     return make_loader(train, batch_size=t["batch_size"], seed=seed, profile=profile)
 

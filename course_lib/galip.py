@@ -507,7 +507,7 @@ def train_galip(model: GALIP, encoder, *, config: Mapping | None = None, profile
     p = get_profile(profile)
     cfg = dict(config or model.config)
     if data is None:
-        train = WorldDataset("train", n=cfg["n_train"], image_size=cfg["image_size"], seed=cfg["seed"],
+        train = WorldDataset("train", n=cfg["n_train"], image_size=cfg["image_size"],
                              captions="random", two_object_fraction=0.0, profile=p)
         data = gan.training_batches(train, cfg["batch_size"], cfg["seed"])
     method = GALIPMethod(model, encoder, cfg)

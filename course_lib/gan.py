@@ -415,7 +415,7 @@ def train_gan(gan: TextToImageGAN, encoder, *, config: Mapping | None = None, pr
     p = get_profile(profile)
     cfg = dict(config or gan.config)
     if data is None:
-        train = WorldDataset("train", n=cfg["n_train"], image_size=cfg["image_size"], seed=cfg["seed"],
+        train = WorldDataset("train", n=cfg["n_train"], image_size=cfg["image_size"],
                              captions="random", two_object_fraction=0.0, profile=p)
         data = training_batches(train, cfg["batch_size"], cfg["seed"])
     method = GANMethod(gan, encoder, cfg)

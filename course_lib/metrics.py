@@ -493,7 +493,7 @@ def train_judge(judge: Judge, config: Mapping, resume_path=None, profile=None,
 
     p = get_profile(profile)
     train = WorldDataset("train", n=config["n_train"], image_size=config["image_size"],
-                         seed=config["seed"], captions="canonical", combos="all",
+                         captions="canonical", combos="all",
                          two_object_fraction=config["two_object_fraction"], profile=p)
     method = JudgeTraining(judge, lr=config["lr"], steps=config["steps"], seed=config["seed"])
     history = fit(method, judge_loader(train, config["batch_size"], config["seed"]),
@@ -501,7 +501,7 @@ def train_judge(judge: Judge, config: Mapping, resume_path=None, profile=None,
                   resume_path=resume_path, desc="judge", seed=config["seed"], plot=plot,
                   log_every=25)
     val = WorldDataset("val", n=min(1000, p.data.n_val), image_size=config["image_size"],
-                       seed=config["seed"], captions="canonical", combos="all",
+                       captions="canonical", combos="all",
                        two_object_fraction=config["two_object_fraction"], profile=p)
     acc = judge_accuracy(judge, val.images, val.attributes)
     worst = min(v for k, v in acc.items() if k != "all")

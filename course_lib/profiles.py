@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 __all__ = ["Profile", "DataSizes", "ClipSizes", "JudgeSizes", "GanSizes", "VaeSizes",
            "AutoencoderSizes", "GalipSizes", "DiffusionSizes", "PriorSizes", "DecoderSizes", "PROFILES",
            "PROFILE_NAMES", "get_profile", "profile_of", "section_with", "detect_profile_name",
-           "UnknownProfileError"]
+           "UnknownProfileError", "MAX_SEED", "check_seed", "seed_from_env"]
 
 
 class UnknownProfileError(ValueError):
@@ -258,6 +258,13 @@ class Profile:
     #: Seconds between redraws of the live loss plot (notebooks only).
     plot_every_s: float = 5.0
 
+    @property
+    def checkpoint_folder(self) -> str:
+        """The folder of this profile's checkpoints under ``data/checkpoints/``: the profile's
+        name, and ``<name>-seed<N>`` for another seed (``COURSE_SEED``), so that runs with
+        different seeds never load or overwrite each other's models."""
+        return self.name if self.seed == 0 else f"{self.name}-seed{self.seed}"
+
     def replace(self, **changes) -> Profile:
         """A copy with some fields changed, e.g. ``p.replace(seed=1)``.
 
@@ -339,7 +346,10 @@ def _check_value(where: str, name: str, value, default) -> None:
         article = "an" if kind[0] in "aeiou" else "a"
         raise TypeError(f"{where} must be {article} {kind} (like its default {default!r}), "
                         f"not a {type(value).__name__} ({value!r}).")
-    if isinstance(value, bool) or isinstance(value, str) or name == "seed":
+    if name == "seed":
+        check_seed(value, where)
+        return
+    if isinstance(value, bool) or isinstance(value, str):
         return
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{where} must be a finite number, not {value!r}.")
@@ -436,6 +446,35 @@ def section_with(profile: Profile, section: str, changes, where: str) -> dict:
     return sizes
 
 
+#: Seeds the course accepts for training (``COURSE_SEED``, ``profile.seed``): torch, NumPy and
+#: the data loaders all take them, and a run may add its step count to one.
+MAX_SEED = 2**31 - 1
+
+
+def check_seed(value, where: str = "seed") -> int:
+    """``value`` as a training seed, or a clear error naming ``where`` and the valid range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where} must be a whole number from 0 to {MAX_SEED:,}, "
+                        f"not a {type(value).__name__} ({value!r}).")
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{where} must be a whole number from 0 to {MAX_SEED:,}, not {value!r}.")
+    return int(value)
+
+
+def seed_from_env() -> int | None:
+    """``COURSE_SEED`` as a training seed (model initialisation and data order; the world's
+    images stay the same), or None when it is not set."""
+    raw = os.environ.get("COURSE_SEED", "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"COURSE_SEED={raw!r} is not a whole number. Set e.g. `export COURSE_SEED=1` "
+                         f"(seeds from 0 to {MAX_SEED:,}), or unset it for the course's seed 0.") from None
+    return check_seed(value, "COURSE_SEED")
+
+
 def detect_profile_name() -> str:
     """The profile to use when ``COURSE_PROFILE`` is not set.
 
@@ -469,6 +508,7 @@ def get_profile(name: str | Profile | None = None) -> Profile:
         name: ``"smoke"``, ``"cpu"`` or ``"gpu"``; a :class:`Profile` is returned as it
             is (so every function can take a profile, its name, or None alike).
             ``None`` reads ``COURSE_PROFILE`` and falls back to :func:`detect_profile_name`.
+            A name or None gets the seed ``COURSE_SEED`` when it is set.
 
     Raises:
         UnknownProfileError: for any other name, listing the valid ones.
@@ -485,4 +525,7 @@ def get_profile(name: str | Profile | None = None) -> Profile:
         raise UnknownProfileError(
             f"Unknown course profile {name!r}. Valid profiles: {', '.join(PROFILE_NAMES)}. "
             "Set one with e.g. `export COURSE_PROFILE=cpu` (or unset COURSE_PROFILE to detect it).")
+    seed = seed_from_env()
+    if seed is not None and seed != PROFILES[key].seed:
+        return PROFILES[key].replace(seed=seed)
     return PROFILES[key]

@@ -319,7 +319,7 @@ def make_bundle(profile=None, out: Path | None = None) -> Path:
     import tempfile
 
     p = get_profile(profile)
-    source = paths.CHECKPOINT_DIR / p.name
+    source = paths.CHECKPOINT_DIR / p.checkpoint_folder
     files = sorted(f for f in source.glob(f"*{checkpoints.SUFFIX}") if ".resume" not in f.name)
     if not files:
         raise ValueError(f"No checkpoints in {source} to bundle. Train them first: "

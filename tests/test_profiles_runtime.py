@@ -160,3 +160,27 @@ def test_a_reference_config_reads_its_base_profile():
         profiles.get_profile("cpu-reference")
     with pytest.raises(UnknownProfileError):
         profile_of({"profile": "nope-reference"})
+
+
+def test_course_seed_switch_changes_the_training_seed_and_its_checkpoint_folder(monkeypatch):
+    from course_lib import checkpoints
+    monkeypatch.setenv("COURSE_SEED", "2")
+    p = profiles.get_profile("smoke")
+    assert p.seed == 2 and p.checkpoint_folder == "smoke-seed2"
+    assert checkpoints.checkpoint_path("clip", p).parent.name == "smoke-seed2"
+    assert profiles.get_profile(p) is p
+    monkeypatch.setenv("COURSE_SEED", "0")
+    assert profiles.get_profile("smoke").checkpoint_folder == "smoke"
+    for bad, pattern in (("1.5", "not a whole number"), ("x", "not a whole number"),
+                         ("-1", "from 0 to"), (str(2**40), "from 0 to")):
+        monkeypatch.setenv("COURSE_SEED", bad)
+        with pytest.raises(ValueError, match=pattern):
+            profiles.get_profile("smoke")
+    monkeypatch.delenv("COURSE_SEED")
+    # the world is the same for every seed: the seed orders the data, never renders it
+    from course_lib import clip
+    cfg = clip.clip_config("smoke")
+    cfg["training"]["n_train"] = 64
+    first = {s: clip.training_data(cfg, "smoke", seed=s) for s in (0, 5)}
+    assert (first[0].dataset.images == first[5].dataset.images).all()
+    assert not torch.equal(next(iter(first[0]))[0], next(iter(first[5]))[0])     # another order

@@ -122,7 +122,7 @@ def decoder_data(config: Mapping, encoder, autoencoder, profile=None, batch_size
     key = (config["clip"]["fingerprint"], id(autoencoder), config["n_train"], p.seed, config["image_size"])
     if key not in _DATA:
         train = WorldDataset("train", n=config["n_train"], image_size=config["image_size"],
-                             seed=p.seed, captions="random", profile=p)
+                             captions="random", profile=p)
         images = train.float_images()
         _DATA[key] = (train, encode_latents(autoencoder, images).cpu(),
                       image_embeddings(encoder.clip, images).cpu())

@@ -156,7 +156,7 @@ def prior_data(config: Mapping, encoder, profile=None, batch_size: int | None = 
     key = (config["clip"]["fingerprint"], config["n_train"], p.seed, config["image_size"])
     if key not in _EMBEDDED:
         train = WorldDataset("train", n=config["n_train"], image_size=config["image_size"],
-                             seed=p.seed, captions="random", profile=p)
+                             captions="random", profile=p)
         _EMBEDDED[key] = (train, image_embeddings(encoder.clip, train.float_images()).cpu())
     train, z = _EMBEDDED[key]
     loader = batch_loader(lambda i: (z[i], train.batch(i)[1]), len(train),

@@ -148,7 +148,7 @@ def train_autoencoder(model: nn.Module, config: Mapping, *, profile=None, resume
     p = get_profile(profile)
     t = config["training"]
     train = WorldDataset("train", n=t["n_train"], image_size=config["model"]["sample_size"],
-                         seed=t["seed"], captions="canonical", profile=p)
+                         captions="canonical", profile=p)
     method = AutoencoderMethod(model, lr=t["lr"], steps=t["steps"], kl_weight=t["kl_weight"])
     images = train.images
     history = fit(method, batch_loader(lambda i: images[i], len(images), t["batch_size"], t["seed"]),

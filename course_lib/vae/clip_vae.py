@@ -359,7 +359,7 @@ def training_data(config: Mapping, encoder, profile=None, seed: int | None = Non
 
     p = get_profile(profile)
     seed = config["seed"] if seed is None else seed
-    train = WorldDataset("train", n=config["n_train"], image_size=config["image_size"], seed=seed,
+    train = WorldDataset("train", n=config["n_train"], image_size=config["image_size"],
                          captions="fixed", profile=p)
     key = (config["clip"]["fingerprint"], config["n_train"], config["image_size"], seed,
            train.two_object_fraction)
