@@ -49,6 +49,7 @@ __all__ = [
     "min_snr_weights", "diffusion_loss",
     # 4. training
     "DiffusionMethod", "training_data", "train_diffusion", "load_or_train_diffusion", "measure_cost",
+    "machine_speed",
     # 5. sampling
     "check_sampling", "sampling_defaults", "guided", "predicted_x0", "denoise", "encode_captions", "sample", "decode",
 ]
@@ -328,7 +329,7 @@ def training_data(config: Mapping, profile=None, autoencoder=None, batch_size: i
 
     p = get_profile(profile)
     train = WorldDataset("train", n=config["n_train"], image_size=config["image_size"],
-                         seed=p.seed, captions="random", profile=p)
+                         captions="random", profile=p)      # the world: the same for every seed
     if config["space"] == "latent":
         from .vae import encode_latents
         key = (id(autoencoder), float(autoencoder.config.scaling_factor), len(train), train.seed,
@@ -448,6 +449,25 @@ def measure_cost(config: Mapping, batch_size: int = 32, repeats: int = 2) -> dic
             fn()
         out[key] = (time.perf_counter() - t0) / repeats
     return out
+
+
+def machine_speed(repeats: int = 3) -> float:
+    """The course's one yardstick of a machine's speed: seconds per training step of the cpu
+    profile's diffusion UNet at batch 64 (untrained, the same arithmetic as a real step).
+
+    Notebook times are given with it (``make course`` measures it before and after its run),
+    because the same 2-core machine is 20-50% faster on some days than on others: the cpu
+    notebooks are sized for 9 minutes at 0.5 s/step."""
+    from .profiles import PROFILES
+
+    p = PROFILES["cpu"]
+    sizes = section_with(p, "diffusion", {}, "machine_speed")
+    for key in NOTEBOOK_SETTINGS:
+        sizes.pop(key)
+    side = p.data.image_size // 2 ** (len(p.autoencoder.block_out_channels) - 1)
+    config = {**sizes, "data_shape": [p.autoencoder.latent_channels, side, side],
+              "clip": {"width": p.clip.text_width, "context_length": p.clip.context_length}}
+    return measure_cost(config, batch_size=64, repeats=repeats)["train s/step"]
 
 
 # =============================================================================

@@ -5,7 +5,10 @@ Used by ``make course``::
     python -m course_lib.run_course                    # profile from COURSE_PROFILE or detected
     python -m course_lib.run_course --profile smoke    # the quick CI sizes
     python -m course_lib.run_course --only 00 02       # notebooks whose names start so
-    python -m course_lib.run_course --keep-going       # do not stop at the first failure
+    python -m course_lib.run_course --stop-on-failure  # stop at the first failed notebook
+    python -m course_lib.run_course --only 06 --fresh --seeds 2
+        # notebook 06 twice, seeds 0 and 1, each from an empty data folder (every model it
+        # needs trained anew): the spread of its self-checked numbers, beside their bars
 
 For each notebook in ``notebooks/`` (sorted by name) it starts a fresh
 ``clip-course`` kernel (:mod:`course_lib.kernel`) in the notebooks folder, runs every cell, and writes
@@ -23,7 +26,17 @@ that ``import course_lib`` works from the notebooks folder.
 
 The exit status is 0 when every notebook ran, 1 otherwise. A failed notebook
 still gets its partial HTML page (the outputs up to the failing cell, with the
-error). Without ``--keep-going`` the run stops there.
+error), and the later notebooks still run (each trains what it needs and is
+missing), unless ``--stop-on-failure``. The run ends with a table and, for each
+failure, what missed and what to do.
+
+Seeds: ``--seed S`` runs with ``COURSE_SEED=S`` (model initialisation and data order;
+the world is the same), checkpoints in ``data/checkpoints/<profile>-seed<S>/``;
+``--seeds N`` runs seeds 0 .. N-1 one after the other. ``--fresh`` gives each run an
+empty data folder ``data/fresh/seed<S>/`` (deleted first; the course's shipped
+references and the rendered world, the same for every seed, are linked in), so every
+model is trained as on a new machine. Each run's self-checks write their numbers
+(:mod:`course_lib.selfcheck`) and the last table gives each one per seed, beside its bar.
 """
 from __future__ import annotations
 
@@ -55,6 +68,12 @@ class NotebookResult:
     seconds: float = 0.0      # wall-clock time, kernel start included
     error: str = ""           # a one-line reason when failed
     html_name: str = ""       # the HTML page in the build folder ("" if none was written)
+    cell_seconds: dict = None  # {cell index: seconds} of every code cell that ran (nbclient's timing)
+
+    def slowest(self, k: int = 3) -> str:
+        """``"cell 14 172 s, cell 26 61 s"``: where the time went."""
+        cells = sorted((self.cell_seconds or {}).items(), key=lambda kv: -kv[1])[:k]
+        return ", ".join(f"cell {i} {s:.0f} s" for i, s in cells)
 
 
 def find_notebooks(notebook_dir: Path, only: list[str] | None = None) -> list[Path]:
@@ -71,8 +90,9 @@ def find_notebooks(notebook_dir: Path, only: list[str] | None = None) -> list[Pa
     return notebooks
 
 
-def kernel_env(profile_name: str) -> dict[str, str]:
-    """The environment of each notebook's kernel: ours plus the course's switches."""
+def kernel_env(profile_name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of each notebook's kernel: ours plus the course's switches (and
+    ``extra``, e.g. ``COURSE_SEED``, ``COURSE_DATA_DIR``, ``COURSE_RESULTS_DIR``)."""
     env = dict(os.environ)
     kernel.apply_env(env)                 # OMP_WAIT_POLICY=PASSIVE unless set otherwise
     kernel.make_spec_findable(env)
@@ -80,6 +100,7 @@ def kernel_env(profile_name: str) -> dict[str, str]:
     env["COURSE_PROGRESS"] = "text"
     old_path = env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + old_path if old_path else "")
+    env.update(extra or {})
     return env
 
 
@@ -104,7 +125,7 @@ def _write_html(nb, html_path: Path, prev_page: str | None = None,
 
 def run_notebook(path: Path, build_dir: Path, profile_name: str,
                  timeout: int | None = DEFAULT_TIMEOUT_S, *, prev_page: str | None = None,
-                 next_page: str | None = None) -> NotebookResult:
+                 next_page: str | None = None, env: dict[str, str] | None = None) -> NotebookResult:
     """Execute one notebook in a fresh kernel; write its .ipynb and .html to ``build_dir``.
 
     Args:
@@ -114,6 +135,7 @@ def run_notebook(path: Path, build_dir: Path, profile_name: str,
         timeout: the longest one cell may run, in seconds; 0 or ``None`` for no limit.
         prev_page, next_page: the pages of the notebooks before and after it (linked
             from the page, with the index).
+        env: extra variables of the kernel's environment (:func:`kernel_env`).
 
     Returns:
         A :class:`NotebookResult`; an error in the notebook is reported there, not raised.
@@ -134,11 +156,18 @@ def run_notebook(path: Path, build_dir: Path, profile_name: str,
     status, error = "ok", ""
     start = time.perf_counter()
     try:
-        client.execute(env=kernel_env(profile_name))
+        client.execute(env=kernel_env(profile_name, env))
     except Exception as exc:   # a failing cell, a timeout, a dead kernel: all mean "failed"
         status, error = "failed", _short_error(exc)
     seconds = time.perf_counter() - start
 
+    cell_seconds = {}
+    for i, cell in enumerate(nb.cells):
+        timing = cell.get("metadata", {}).get("execution", {})
+        begin, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+        if begin and end:
+            stamps = [datetime.datetime.fromisoformat(x.replace("Z", "+00:00")) for x in (begin, end)]
+            cell_seconds[i] = (stamps[1] - stamps[0]).total_seconds()
     # The notebook object now holds the outputs of every cell that ran.
     nbformat.write(nb, build_dir / path.name)
     html_name = path.with_suffix(".html").name
@@ -149,7 +178,7 @@ def run_notebook(path: Path, build_dir: Path, profile_name: str,
         if status == "ok":
             status, error = "failed", f"HTML export failed: {_short_error(exc)}"
     return NotebookResult(name=path.name, status=status, seconds=seconds, error=error,
-                          html_name=html_name)
+                          html_name=html_name, cell_seconds=cell_seconds)
 
 
 def write_index(results: list[NotebookResult], build_dir: Path, profile_name: str) -> Path:
@@ -221,8 +250,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run only notebooks whose names start with these, e.g. --only 00 01")
     parser.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                         help=f"longest time one cell may run; 0 for no limit (default {DEFAULT_TIMEOUT_S})")
+    parser.add_argument("--stop-on-failure", action="store_true",
+                        help="stop at the first failed notebook (default: run the rest anyway)")
     parser.add_argument("--keep-going", action="store_true",
-                        help="after a failed notebook, run the remaining ones anyway")
+                        help="run the rest after a failure (the default; kept for old scripts)")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=_seed_arg, default=None, metavar="S",
+                       help="training seed (COURSE_SEED): model initialisation and data order")
+    seeds.add_argument("--seeds", type=_count_arg, default=None, metavar="N",
+                       help="run everything once per seed 0 .. N-1 and report each number's spread")
+    parser.add_argument("--fresh", action="store_true",
+                        help="each run starts from an empty data folder (data/fresh/seed<S>/): "
+                             "every model trained anew, as on a new machine")
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOK_DIR, metavar="DIR",
                         help="folder of the source notebooks (default: notebooks/)")
     parser.add_argument("--build", type=Path, default=BUILD_DIR, metavar="DIR",
@@ -230,12 +269,212 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _seed_arg(text: str) -> int:
+    from course_lib.profiles import check_seed
+    try:
+        return check_seed(int(text), "--seed")
+    except (TypeError, ValueError) as e:
+        message = str(e) if "--seed" in str(e) else f"--seed {text!r}: give a whole number, e.g. --seed 1"
+        raise argparse.ArgumentTypeError(message) from None
+
+
+def _count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: give how many seeds, e.g. --seeds 2") from None
+    if not 1 <= value <= 20:
+        raise argparse.ArgumentTypeError(f"--seeds {value}: give between 1 and 20 seeds.")
+    return value
+
+
+def fresh_data_dir(seed: int, root: Path | None = None) -> Path:
+    """An empty data folder for one fresh run: ``data/fresh/seed<S>/`` (deleted and made
+    anew), with the shipped references and the world's rendered cache linked in (both are
+    the same for every seed; the world is generated, never trained)."""
+    import shutil
+
+    from course_lib import paths
+
+    root = Path(root) if root is not None else paths.DATA_DIR / "fresh"
+    folder = root / f"seed{seed}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for name, target in (("shipped", paths.SHIPPED_DIR), ("cache", paths.CACHE_DIR)):
+        target.mkdir(parents=True, exist_ok=True)
+        (folder / name).symlink_to(target.resolve(), target_is_directory=True)
+    return folder
+
+
+@dataclass
+class Run:
+    """One pass over the notebooks: a seed, its folders and its results."""
+    seed: int | None
+    build_dir: Path
+    data_dir: Path | None
+    results: list[NotebookResult]
+
+    @property
+    def label(self) -> str:
+        return "" if self.seed is None else f"seed {self.seed}"
+
+    def env(self) -> dict[str, str]:
+        out = {"COURSE_RESULTS_DIR": str(self.build_dir / "results")}
+        if self.seed is not None:
+            out["COURSE_SEED"] = str(self.seed)
+        if self.data_dir is not None:
+            out["COURSE_DATA_DIR"] = str(self.data_dir)
+        return out
+
+
+def _run_once(run: Run, notebooks: list[Path], profile_name: str, args) -> bool:
+    """Run every notebook for one seed; True when the run was stopped by --stop-on-failure."""
+    import shutil
+
+    run.build_dir.mkdir(parents=True, exist_ok=True)
+    results_dir = run.build_dir / "results"
+    if results_dir.exists():
+        shutil.rmtree(results_dir)            # a notebook that fails early must not show old numbers
+    stopped = False
+    pages = [p.with_suffix(".html").name for p in notebooks]
+    for i, path in enumerate(notebooks, start=1):
+        if stopped:
+            run.results.append(NotebookResult(name=path.name, status="skipped"))
+            continue
+        label = f" ({run.label})" if run.label else ""
+        print(f"[{i}/{len(notebooks)}]{label} {path.name} ... ", end="", flush=True)
+        result = run_notebook(path, run.build_dir, profile_name, timeout=args.timeout,
+                              prev_page=pages[i - 2] if i > 1 else None,
+                              next_page=pages[i] if i < len(pages) else None, env=run.env())
+        run.results.append(result)
+        print(f"{result.status} in {result.seconds:.1f} s" + (f" (slowest: {result.slowest()})"
+                                                             if result.cell_seconds else ""), flush=True)
+        if result.status != "ok":
+            print(f"    {result.error}", flush=True)
+            if result.html_name:
+                print(f"    see {run.build_dir / result.html_name}", flush=True)
+            if args.stop_on_failure:
+                stopped = True     # the remaining notebooks are listed as skipped
+    write_index(run.results, run.build_dir, profile_name + (f", {run.label}" if run.label else ""))
+    return stopped
+
+
+def format_seed_table(runs: list[Run]) -> str:
+    """Per notebook and seed: status and seconds; then every self-checked number per seed,
+    its spread and its bar (from the notebooks' :mod:`course_lib.selfcheck` files)."""
+    from course_lib.selfcheck import read_results
+
+    names = [r.name for r in runs[0].results]
+    width = max([len("notebook")] + [len(n) for n in names])
+    head = f"{'notebook':<{width}}  " + "  ".join(f"{r.label:>16}" for r in runs)
+    lines = [head, "-" * len(head)]
+    for i, name in enumerate(names):
+        cells = []
+        for r in runs:
+            res = r.results[i]
+            cells.append(f"{res.status + (f' {res.seconds:.0f} s' if res.status != 'skipped' else ''):>16}")
+        lines.append(f"{name:<{width}}  " + "  ".join(cells))
+    checks = [read_results(r.build_dir / "results") for r in runs]
+    notebooks = sorted(set().union(*[c.keys() for c in checks]))
+    if notebooks:
+        lines += ["", "Self-checked numbers per seed (min / max over the seeds, and the bar):"]
+    for nb in notebooks:
+        lines.append(f"  {nb}")
+        order = []
+        for c in checks:
+            for item in c.get(nb, {}).get("checks", []):
+                if item["name"] not in order:
+                    order.append(item["name"])
+        for check_name in order:
+            values, bar, direction = [], None, ">="
+            for c in checks:
+                item = next((x for x in c.get(nb, {}).get("checks", []) if x["name"] == check_name), None)
+                values.append(None if item is None else item["value"])
+                if item is not None:
+                    bar, direction = item["bar"], item["direction"]
+            got = [v for v in values if v is not None]
+            shown = ", ".join("-" if v is None else _num(v) for v in values)
+            spread = f"min {_num(min(got))} max {_num(max(got))}" if got else "no run"
+            bar_text = "no bar" if bar is None else f"bar {direction} {_num(bar)}"
+            worst = (min(got) if direction == ">=" else max(got)) if got else None
+            flag = ""
+            if bar is not None and worst is not None:
+                flag = "  MISSED" if (worst < bar if direction == ">=" else worst > bar) else ""
+            lines.append(f"    {check_name:<32} {shown:<28} {spread:<24} {bar_text}{flag}")
+    return "\n".join(lines)
+
+
+def write_seed_record(runs: list[Run], path: Path, profile_name: str, speed: dict, argv, fresh: bool) -> Path:
+    """Every run's notebook times and self-checked numbers in one JSON file, with the command,
+    the date and the machine's speed: the record a closing note (and the comparison notebook's
+    training-stability column) quotes."""
+    import json
+    import platform
+
+    from course_lib.selfcheck import read_results
+
+    data = {"command": "python -m course_lib.run_course " + " ".join(sys.argv[1:] if argv is None else argv),
+            "date": datetime.datetime.now().isoformat(timespec="minutes"), "profile": profile_name,
+            "fresh": fresh, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "machine_speed_s_per_step": speed,
+            "runs": [{"seed": r.seed, "notebooks": [{"name": n.name, "status": n.status,
+                                                     "seconds": round(n.seconds, 1), "error": n.error,
+                                                     "cell_seconds": {str(k): round(v, 1) for k, v in
+                                                                      (n.cell_seconds or {}).items()}}
+                                                    for n in r.results],
+                      "checks": read_results(r.build_dir / "results")} for r in runs]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    return path
+
+
+def _num(v: float) -> str:
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:,.0f}"
+
+
+def what_to_do(runs: list[Run]) -> list[str]:
+    """For each failed notebook: what failed (its one-line error) and what to do."""
+    lines = []
+    for run in runs:
+        for res in run.results:
+            if res.status != "failed":
+                continue
+            where = f" ({run.label})" if run.label else ""
+            lines.append(f"- {res.name}{where} failed: {res.error}")
+            if res.html_name:
+                lines.append(f"  Its page, up to the failing cell: {run.build_dir / res.html_name}")
+            if res.error.startswith(("SelfCheckFailed", "AssertionError")):
+                lines.append("  A measured number missed its bar. Open the notebook and run it again: a "
+                             "training run stopped by its time budget continues where it stopped; where a "
+                             "notebook shows a course reference beside your model, it shows what longer "
+                             "training gives.")
+            else:
+                lines.append("  Open the notebook in JupyterLab (`make lab`) and run it from the top: the "
+                             "failing cell's message says what went wrong and how to fix it.")
+    return lines
+
+
+#: The machine speed (:func:`course_lib.diffusion.machine_speed`) the cpu notebooks are sized for:
+#: 9 minutes each at this many seconds per reference step, a slow day's speed on 2 cores.
+SIZED_FOR_S_PER_STEP = 0.5
+
+
+def measure_speed(profile_name: str) -> float | None:
+    """The machine's speed (:func:`course_lib.diffusion.machine_speed`), or None in the smoke
+    profile (CI: its times are budgets, not measurements to report)."""
+    if profile_name == "smoke":
+        return None
+    from course_lib.diffusion import machine_speed
+    return machine_speed()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the notebooks as the command line asks; return the exit status (0 = all ok)."""
     args = _parse_args(argv)
     try:
         profile_name = get_profile(args.profile).name
-    except UnknownProfileError as exc:      # e.g. COURSE_PROFILE=fast in the environment
+    except (UnknownProfileError, ValueError) as exc:      # e.g. COURSE_PROFILE=fast, COURSE_SEED=x
         print(exc, file=sys.stderr)
         return 1
     notebook_dir = args.notebooks.resolve()
@@ -251,36 +490,60 @@ def main(argv: list[str] | None = None) -> int:
         print(f"No notebooks{wanted} in {notebook_dir}: nothing to run.", file=sys.stderr)
         return 1
 
-    build_dir.mkdir(parents=True, exist_ok=True)
-    print(f"Running {len(notebooks)} notebook(s) from {notebook_dir} with profile "
-          f"{profile_name!r}; results in {build_dir}", flush=True)
-    results: list[NotebookResult] = []
-    stopped = False
-    for i, path in enumerate(notebooks, start=1):
-        if stopped:
-            results.append(NotebookResult(name=path.name, status="skipped"))
-            continue
-        print(f"[{i}/{len(notebooks)}] {path.name} ... ", end="", flush=True)
-        pages = [p.with_suffix(".html").name for p in notebooks]
-        result = run_notebook(path, build_dir, profile_name, timeout=args.timeout,
-                              prev_page=pages[i - 2] if i > 1 else None,
-                              next_page=pages[i] if i < len(pages) else None)
-        results.append(result)
-        print(f"{result.status} in {result.seconds:.1f} s", flush=True)
-        if result.status != "ok":
-            print(f"    {result.error}", flush=True)
-            if result.html_name:
-                print(f"    see {build_dir / result.html_name}", flush=True)
-            if not args.keep_going:
-                stopped = True     # the remaining notebooks are listed as skipped
+    if args.seeds is not None:
+        seeds: list[int | None] = list(range(args.seeds))
+    elif args.seed is not None:
+        seeds = [args.seed]
+    else:
+        seeds = [None]                       # COURSE_SEED from the environment, if any
+    runs = []
+    for seed in seeds:
+        sub = build_dir if len(seeds) == 1 else build_dir / f"seed{seed}"
+        data_dir = None
+        if args.fresh:
+            from course_lib.profiles import seed_from_env
+            data_dir = fresh_data_dir(seed if seed is not None else (seed_from_env() or 0))
+        runs.append(Run(seed, sub, data_dir, []))
 
-    index = write_index(results, build_dir, profile_name)
+    print(f"Running {len(notebooks)} notebook(s) from {notebook_dir} with profile "
+          f"{profile_name!r}" + (f", seeds {', '.join(map(str, seeds))}" if seeds != [None] else "")
+          + (", each from an empty data folder" if args.fresh else "") + f"; results in {build_dir}",
+          flush=True)
+    speed = {"before": measure_speed(profile_name)}
+    if speed["before"] is not None:
+        print(f"Machine speed: {speed['before']:.3f} s per training step of the cpu diffusion UNet at "
+              f"batch 64 (the cpu notebooks are sized for 9 min each at {SIZED_FOR_S_PER_STEP} s/step)",
+              flush=True)
+    stopped = False
+    for run in runs:
+        if run.data_dir is not None:
+            print(f"Data folder of this run: {run.data_dir}", flush=True)
+        stopped = _run_once(run, notebooks, profile_name, args) or stopped
+
     print()
-    print(format_summary(results, profile_name))
-    print(f"Index: {index}")
+    for run in runs:
+        if run.label:
+            print(run.label + ":")
+        print(format_summary(run.results, profile_name))
+        print(f"Index: {run.build_dir / 'index.html'}")
+    if len(runs) > 1 or any((r.build_dir / "results").exists() for r in runs if r.seed is not None):
+        print()
+        print(format_seed_table(runs))
+    speed["after"] = measure_speed(profile_name) if speed["before"] is not None else None
+    if speed["after"] is not None:
+        print(f"Machine speed: {speed['before']:.3f} s/step before the run, {speed['after']:.3f} after "
+              f"(sized for {SIZED_FOR_S_PER_STEP}; give notebook times with these)")
+    if seeds != [None] or args.fresh:
+        record = write_seed_record(runs, build_dir / "seeds.json", profile_name, speed, argv, args.fresh)
+        print(f"Per-seed numbers and times: {record}")
+    failed = what_to_do(runs)
+    if failed:
+        print()
+        print("What failed, and what to do:")
+        print("\n".join(failed))
     if stopped:
-        print("Stopped at the first failure; use --keep-going to run the rest anyway.")
-    return 0 if all(r.status == "ok" for r in results) else 1
+        print("Stopped at the first failure (--stop-on-failure); leave it out to run the rest anyway.")
+    return 0 if all(r.status == "ok" for run in runs for r in run.results) else 1
 
 
 if __name__ == "__main__":

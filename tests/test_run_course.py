@@ -106,26 +106,77 @@ def test_failing_notebook_gives_exit_1_and_failed_entry(folders, capsys):
                    "print('never reached')")
     write_notebook(notebooks / "01_after.ipynb", "print('after')")
 
-    # Default: stop at the first failure; the rest is listed as skipped.
+    # Default: one weak notebook does not leave the rest unrun; the exit status is still 1,
+    # and the run ends with what failed and what to do.
     status = run_course.main(["--notebooks", str(notebooks), "--build", str(build),
                               "--profile", "smoke"])
     out = capsys.readouterr().out
     assert status == 1
     assert "00_fails.ipynb ... failed in" in out and "AssertionError: wrong sum" in out
+    assert "01_after.ipynb ... ok in" in out
     assert (build / "00_fails.html").exists()              # the partial page
     assert "before" in (build / "00_fails.html").read_text()
-    assert not (build / "01_after.ipynb").exists()
-    index = (build / "index.html").read_text()
-    assert ">failed<" in index and ">skipped<" in index
-
-    # --keep-going: the next notebook runs anyway, and the exit status is still 1.
-    status = run_course.main(["--notebooks", str(notebooks), "--build", str(build),
-                              "--profile", "smoke", "--keep-going"])
-    out = capsys.readouterr().out
-    assert status == 1
-    assert "01_after.ipynb ... ok in" in out
+    tail = out[out.index("What failed, and what to do:"):]
+    assert "00_fails.ipynb failed: AssertionError: wrong sum" in tail and "run it again" in tail
     index = (build / "index.html").read_text()
     assert ">failed<" in index and ">ok<" in index
+
+    # --stop-on-failure: the rest is listed as skipped.
+    status = run_course.main(["--notebooks", str(notebooks), "--build", str(build / "stop"),
+                              "--profile", "smoke", "--stop-on-failure"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert not (build / "stop" / "01_after.ipynb").exists()
+    assert ">skipped<" in (build / "stop" / "index.html").read_text()
+
+
+def test_seeds_fresh_runs_each_seed_in_an_empty_data_folder(folders, capsys, monkeypatch, tmp_path):
+    from course_lib import paths
+    notebooks, build = folders
+    monkeypatch.setattr(paths, "DATA_DIR", tmp_path / "data")
+    monkeypatch.setattr(paths, "SHIPPED_DIR", tmp_path / "data" / "shipped")
+    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "data" / "cache")
+    (tmp_path / "data" / "shipped").mkdir(parents=True)
+    (tmp_path / "data" / "shipped" / "clip.json").write_text("{}")
+    stale = tmp_path / "data" / "fresh" / "seed1" / "checkpoints"
+    stale.mkdir(parents=True)                          # a model left by an earlier fresh run
+    write_notebook(notebooks / "06_seeded.ipynb",
+                   "import os\nfrom pathlib import Path\n"
+                   "from course_lib import paths, selfcheck\nfrom course_lib.profiles import get_profile\n"
+                   "p = get_profile()\nassert p.seed == int(os.environ['COURSE_SEED'])\n"
+                   "assert not (paths.DATA_DIR / 'checkpoints').exists()   # empty: nothing trained\n"
+                   "assert (paths.SHIPPED_DIR / 'clip.json').exists()       # the references are there\n"
+                   "check = selfcheck.SelfCheck('06', p)\n"
+                   "check.at_least('all four (seen)', 0.5 + p.seed / 10, bar=0.55,\n"
+                   "               why='what the model is for')\n"
+                   "check.record('minutes', 3.0)\n"
+                   "check.done()")
+    status = run_course.main(["--notebooks", str(notebooks), "--build", str(build),
+                              "--profile", "smoke", "--fresh", "--seeds", "2"])
+    out = capsys.readouterr().out
+    assert status == 1, out                             # seed 0 measured 0.50 < 0.55
+    assert "(seed 0) 06_seeded.ipynb ... failed" in out and "(seed 1) 06_seeded.ipynb ... ok" in out
+    assert "(slowest: cell 0 " in out                   # where the time went, from nbclient's timing
+    assert not stale.exists()                           # the fresh folder was emptied first
+    table = out[out.index("Self-checked numbers per seed"):]
+    assert "all four (seen)" in table and "0.500, 0.600" in table and "bar >= 0.550  MISSED" in table
+    assert "SelfCheckFailed" in out
+    assert "all four (seen): 0.500 (bar >= 0.550) -- what the model is for" in out
+    assert (build / "seed0" / "06_seeded.html").exists()
+    assert (build / "seed1" / "results" / "06.json").exists()
+    import json
+    record = json.loads((build / "seeds.json").read_text())
+    assert "--seeds 2" in record["command"] and [r["seed"] for r in record["runs"]] == [0, 1]
+    assert record["runs"][1]["checks"]["06"]["checks"][0]["value"] == pytest.approx(0.6)
+
+
+def test_seed_arguments_are_checked(folders, capsys):
+    notebooks, build = folders
+    write_notebook(notebooks / "00_a.ipynb", "1")
+    for bad in (["--seed", "-1"], ["--seed", "1.5"], ["--seeds", "0"], ["--seed", "1", "--seeds", "2"]):
+        with pytest.raises(SystemExit):
+            run_course.main(["--notebooks", str(notebooks), "--build", str(build), *bad])
+        assert "--seed" in capsys.readouterr().err
 
 
 def test_no_notebooks_is_an_error(folders):
