@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb"))
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 # generated or gitignored places may be named without existing in a fresh clone
-GENERATED = ("data/cache", "data/checkpoints", "build", ".venv")
+GENERATED = ("data/cache", "data/checkpoints", "data/fresh", "build", ".venv")
 
 
 def _sources(nb_path: Path) -> str:
