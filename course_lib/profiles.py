@@ -62,7 +62,9 @@ class ClipSizes:
     batch_size: int = 128
     lr: float = 1e-3
     warmup_steps: int = 50
-    max_minutes: float = 5.0       # time budget: training stops here even if steps remain
+    max_minutes: float = 7.0       # a guard for a busy laptop: on a quiet 2-core machine the cpu profile's
+                                   # 1,000 steps end by steps (4.0 min at 0.24 s/step, 2026-12-07); at 5.0 a slow
+                                   # day stopped them early, and every later model inherits that CLIP
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,9 @@ class DiffusionSizes:
     prediction_type: str = "v_prediction"   # or "epsilon"
     beta_schedule: str = "squaredcos_cap_v2"
     train_timesteps: int = 1_000
-    snr_gamma: float = 5.0         # min-SNR-gamma loss weights (0: plain mean squared error)
+    snr_gamma: float = 0.0         # min-SNR-gamma loss weights (0: the plain v loss). min-SNR-5 down-weights
+                                   # the noisy steps where the caption's layout is decided: cpu, 600 steps,
+                                   # position 26-49% with it, 100% without (notebook 06's closing note)
     caption_dropout: float = 0.15  # share of captions replaced by the null caption (guidance)
     ema_decay: float = 0.999
     n_train: int = 20_000          # images encoded once (5 ms each on 1 core): 1,000 x 64 = 3 epochs
