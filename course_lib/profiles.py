@@ -179,9 +179,9 @@ class DiffusionSizes:
     n_train: int = 20_000          # images encoded once (5 ms each on 1 core): 1,000 x 64 = 3 epochs
     batch_size: int = 64
     lr: float = 1e-3
-    steps: int = 600               # 0.5-0.6 s/step on 2 quiet cores (2026-12): ~6 min. Measured there:
-                                   # 686 steps 75.1% / 24% all-four seen / held-out, FD 215 (floor 28);
-                                   # 815 steps 87.5% / 47.2%, FD 140 (floor 14, 500 prompts)
+    steps: int = 600               # 0.40-0.54 s/step on 2 quiet cores (2026-12): 4-5.5 min. Measured there
+                                   # (plain v loss, DPM 20, w=3, 200 prompts, seeds 0-2 on one upstream):
+                                   # all four 74.7-79.3% seen, 40-52% held-out, FD 318-373
     max_minutes: float = 7.0       # a guard: the steps are sized to end well before it
     sampler: str = "dpm"           # ddpm | ddim | dpm: the sampler of sample() and the report
     sample_steps: int = 20
