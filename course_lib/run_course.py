@@ -69,6 +69,15 @@ class NotebookResult:
     error: str = ""           # a one-line reason when failed
     html_name: str = ""       # the HTML page in the build folder ("" if none was written)
     cell_seconds: dict = None  # {cell index: seconds} of every code cell that ran (nbclient's timing)
+    speed: float | None = None  # the machine's speed just before it ran (s/step; None: smoke, not measured)
+
+    @property
+    def sized_seconds(self) -> float | None:
+        """``seconds`` scaled to the speed the cpu notebooks are sized for
+        (:data:`SIZED_FOR_S_PER_STEP`): the number a 9-minute budget is read against."""
+        if not self.speed or self.status == "skipped":
+            return None
+        return self.seconds * SIZED_FOR_S_PER_STEP / self.speed
 
     def slowest(self, k: int = 3) -> str:
         """``"cell 14 172 s, cell 26 61 s"``: where the time went."""
@@ -229,11 +238,19 @@ def write_index(results: list[NotebookResult], build_dir: Path, profile_name: st
 def format_summary(results: list[NotebookResult], profile_name: str) -> str:
     """A plain-text table of the results, printed at the end of a run."""
     width = max([len("notebook")] + [len(r.name) for r in results])
-    lines = [f"{'notebook':<{width}}  {'status':<7}  {'seconds':>8}",
-             f"{'-' * width}  {'-' * 7}  {'-' * 8}"]
+    sized = any(r.sized_seconds for r in results)
+    head = f"{'notebook':<{width}}  {'status':<7}  {'seconds':>8}"
+    rule = f"{'-' * width}  {'-' * 7}  {'-' * 8}"
+    if sized:     # the budget column: 9 minutes (540 s) at the speed the notebooks are sized for
+        head += f"  {'s/step':>6}  {f'at {SIZED_FOR_S_PER_STEP} s/step':>14}"
+        rule += f"  {'-' * 6}  {'-' * 14}"
+    lines = [head, rule]
     for r in results:
         seconds = f"{r.seconds:8.1f}" if r.status != "skipped" else f"{'':>8}"
-        lines.append(f"{r.name:<{width}}  {r.status:<7}  {seconds}")
+        line = f"{r.name:<{width}}  {r.status:<7}  {seconds}"
+        if sized and r.sized_seconds:
+            line += f"  {r.speed:6.3f}  {r.sized_seconds:14.0f}"
+        lines.append(line)
     total = sum(r.seconds for r in results)
     n_ok = sum(r.status == "ok" for r in results)
     lines.append(f"{n_ok} of {len(results)} ok, {total:.1f} s in all, profile {profile_name}")
@@ -343,13 +360,19 @@ def _run_once(run: Run, notebooks: list[Path], profile_name: str, args) -> bool:
             run.results.append(NotebookResult(name=path.name, status="skipped"))
             continue
         label = f" ({run.label})" if run.label else ""
+        # The speed of the day moves within one run (0.47 -> 0.33 s/step over 51 minutes on
+        # 2026-12-07): each notebook's time is read against the speed measured just before it.
+        speed = measure_speed(profile_name)
         print(f"[{i}/{len(notebooks)}]{label} {path.name} ... ", end="", flush=True)
         result = run_notebook(path, run.build_dir, profile_name, timeout=args.timeout,
                               prev_page=pages[i - 2] if i > 1 else None,
                               next_page=pages[i] if i < len(pages) else None, env=run.env())
+        result.speed = speed
         run.results.append(result)
-        print(f"{result.status} in {result.seconds:.1f} s" + (f" (slowest: {result.slowest()})"
-                                                             if result.cell_seconds else ""), flush=True)
+        sized = (f"; {result.sized_seconds:.0f} s at {SIZED_FOR_S_PER_STEP} s/step (speed {speed:.3f})"
+                 if result.sized_seconds else "")
+        print(f"{result.status} in {result.seconds:.1f} s{sized}" + (f" (slowest: {result.slowest()})"
+                                                                  if result.cell_seconds else ""), flush=True)
         if result.status != "ok":
             print(f"    {result.error}", flush=True)
             if result.html_name:
@@ -420,6 +443,9 @@ def write_seed_record(runs: list[Run], path: Path, profile_name: str, speed: dic
             "machine_speed_s_per_step": speed,
             "runs": [{"seed": r.seed, "notebooks": [{"name": n.name, "status": n.status,
                                                      "seconds": round(n.seconds, 1), "error": n.error,
+                                                     "speed_s_per_step": n.speed,
+                                                     "seconds_at_sized_speed": (None if n.sized_seconds is None
+                                                                                else round(n.sized_seconds)),
                                                      "cell_seconds": {str(k): round(v, 1) for k, v in
                                                                       (n.cell_seconds or {}).items()}}
                                                     for n in r.results],

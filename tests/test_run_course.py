@@ -249,3 +249,15 @@ def test_plugin_prints_table_under_nbval(tmp_path):
     assert "notebook durations" in result.stdout
     line = next(line for line in result.stdout.splitlines() if line.startswith("00_cells.ipynb"))
     assert line.split()[1:2] == ["2"] and line.split()[-1] == "passed"
+
+
+def test_notebook_times_are_read_at_the_sized_speed():
+    """A notebook's seconds scale to the speed the cpu notebooks are sized for, so a 9-minute
+    budget is read against the same yardstick on a fast day and a slow one."""
+    fast = run_course.NotebookResult("05.ipynb", "ok", seconds=400.0, speed=0.25)
+    unmeasured = run_course.NotebookResult("00.ipynb", "ok", seconds=30.0)
+    assert fast.sized_seconds == pytest.approx(400.0 * run_course.SIZED_FOR_S_PER_STEP / 0.25)
+    assert unmeasured.sized_seconds is None
+    table = run_course.format_summary([fast, unmeasured], "cpu")
+    assert f"at {run_course.SIZED_FOR_S_PER_STEP} s/step" in table and " 800" in table
+    assert "s/step" not in run_course.format_summary([unmeasured], "smoke")
