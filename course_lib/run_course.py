@@ -69,7 +69,8 @@ class NotebookResult:
     error: str = ""           # a one-line reason when failed
     html_name: str = ""       # the HTML page in the build folder ("" if none was written)
     cell_seconds: dict = None  # {cell index: seconds} of every code cell that ran (nbclient's timing)
-    speed: float | None = None  # the machine's speed just before it ran (s/step; None: smoke, not measured)
+    speed: float | None = None  # the machine's speed while it ran: the mean of before and after (s/step;
+                                # None: smoke, not measured)
 
     @property
     def sized_seconds(self) -> float | None:
@@ -360,16 +361,19 @@ def _run_once(run: Run, notebooks: list[Path], profile_name: str, args) -> bool:
             run.results.append(NotebookResult(name=path.name, status="skipped"))
             continue
         label = f" ({run.label})" if run.label else ""
-        # The speed of the day moves within one run (0.47 -> 0.33 s/step over 51 minutes on
-        # 2026-12-07): each notebook's time is read against the speed measured just before it.
+        # The speed of the day moves within one run (0.52 -> 0.31 s/step within minutes on
+        # 2026-12-07): each notebook's time is read against the speeds measured around it.
         speed = measure_speed(profile_name)
         print(f"[{i}/{len(notebooks)}]{label} {path.name} ... ", end="", flush=True)
         result = run_notebook(path, run.build_dir, profile_name, timeout=args.timeout,
                               prev_page=pages[i - 2] if i > 1 else None,
                               next_page=pages[i] if i < len(pages) else None, env=run.env())
-        result.speed = speed
+        # the mean of the speeds before and after: the day's speed moves within one notebook too
+        after = measure_speed(profile_name)
+        result.speed = None if speed is None or after is None else (speed + after) / 2
         run.results.append(result)
-        sized = (f"; {result.sized_seconds:.0f} s at {SIZED_FOR_S_PER_STEP} s/step (speed {speed:.3f})"
+        sized = (f"; {result.sized_seconds:.0f} s at {SIZED_FOR_S_PER_STEP} s/step (speed {speed:.3f} before, "
+                 f"{after:.3f} after)"
                  if result.sized_seconds else "")
         print(f"{result.status} in {result.seconds:.1f} s{sized}" + (f" (slowest: {result.slowest()})"
                                                                   if result.cell_seconds else ""), flush=True)
