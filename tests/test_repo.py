@@ -256,3 +256,28 @@ def test_notebook_headers_give_the_times_of_the_readme_map():
             assert f"gpu profile {gpu}" in header
         checked += 1
     assert checked >= 3
+
+
+def test_learner_facing_text_never_speaks_of_issues():
+    """Learners have no issue tracker: markdown, code comments and printed text of a notebook
+    name no 'issue' (the course's own records say what a number came from)."""
+    found = [f"{nb.name}: {line.strip()[:100]}" for nb in NOTEBOOKS
+             for line in _sources(nb).splitlines() if re.search(r"\bissues?\b", line, re.I)]
+    assert not found, "\n".join(found)
+
+
+#: notebooks the course plans and texts may already point to
+PLANNED = {"08": "cheaper diffusion", "09": "the measured comparison", "10": "the playground"}
+
+
+def test_every_notebook_number_named_exists_or_is_planned():
+    present = {nb.name[:2] for nb in NOTEBOOKS}
+    wrong = []
+    for where, text in [("README.md", README)] + [(nb.name, _sources(nb)) for nb in NOTEBOOKS]:
+        for number in re.findall(r"\b[Nn]otebooks? (\d\d)\b", text):
+            if number not in present and number not in PLANNED:
+                wrong.append(f"{where} names notebook {number}")
+    assert not wrong, "\n".join(wrong)
+    planned = README.split("Coming next:", 1)[1].split("\n\n", 1)[0]
+    for number in PLANNED:
+        assert number in present or f"({number}" in planned, f"README's 'Coming next' lacks notebook {number}"
