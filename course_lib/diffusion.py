@@ -645,6 +645,7 @@ def decode(model: DiffusionModel, x0: torch.Tensor) -> torch.Tensor:
 
 # The training command (python -m course_lib.train) finds this model here.
 from . import registry as _registry
+
 #: The reference (``python -m course_lib.train diffusion --reference --profile cpu``, shipped in
 #: data/shipped/ for notebook 06's side-by-side): the cpu model trained 5x longer on twice the
 #: images, since 600 steps (what 6 minutes allow) stay well below the issue's targets.

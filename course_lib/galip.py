@@ -601,4 +601,5 @@ interpolate_captions = gan.interpolate_captions
 
 # The training command (python -m course_lib.train) finds this model here.
 from . import registry as _registry
+
 _registry.register("galip", load_or_train_galip, after=("clip", "judge"), section="galip", sample=sample)

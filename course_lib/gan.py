@@ -564,4 +564,5 @@ def interpolate_captions(model: TextToImageGAN, caption_a: str, caption_b: str, 
 
 # The training command (python -m course_lib.train) finds this model here.
 from . import registry as _registry
+
 _registry.register("gan", load_or_train_gan, after=("clip", "judge"), section="gan", sample=sample)

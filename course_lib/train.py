@@ -31,7 +31,6 @@ A model registers itself in :mod:`course_lib.registry`; nothing here names a mod
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex

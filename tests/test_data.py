@@ -43,6 +43,7 @@ from course_lib.data import (
     to_float,
     to_uint8,
     varied_caption,
+    splits,
     world,
 )
 
@@ -451,7 +452,7 @@ def test_cache_round_trip(tmp_path, monkeypatch):
 
     def no_rendering(*args, **kwargs):
         raise AssertionError("should have been read from the cache")
-    monkeypatch.setattr(world, "generate", no_rendering)
+    monkeypatch.setattr(splits, "generate", no_rendering)     # where load_split looks it up
     again, again_attrs = load_split("val", 100, seed=0, cache_dir=tmp_path)
     np.testing.assert_array_equal(images, again)
     for key in ATTRIBUTES:
@@ -465,7 +466,7 @@ def test_cache_key_covers_every_parameter(tmp_path, monkeypatch):
     for change in ({"split": "val"}, {"n": 101}, {"seed": 1}, {"image_size": 64},
                    {"combos": "all"}, {"two_object_fraction": 0.5}):
         paths_.add(cache_path(**{**base, **change}))
-    monkeypatch.setattr(world, "RENDER_VERSION", world.RENDER_VERSION + 1)
+    monkeypatch.setattr(splits, "RENDER_VERSION", splits.RENDER_VERSION + 1)
     paths_.add(cache_path(**base))
     assert len(paths_) == 8
 

@@ -454,7 +454,7 @@ def test_sampled_images_range_is_checked_on_the_whole_set_not_per_chunk():
     """A pale caption's few samples can all be >= 0 (seen from a smoke GAN in CI); the
     [0, 1]-images check looks at everything sampled, and still refuses a [0, 1] sampler."""
     from course_lib.images import ImageBatchError
-    from course_lib.metrics import _sample_all
+    from course_lib.metrics.report import _sample_all
 
     def pale_then_dark(caps):
         x = torch.full((len(caps), 3, 8, 8), 0.5)

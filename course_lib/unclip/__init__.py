@@ -10,6 +10,32 @@ decoder from those embeddings to images (notebook 07).
 * :mod:`~course_lib.unclip.probes` -- notebook 07's measurements (what variations keep, text
   diffs' flips, inversion error), graded by the judge.
 """
+from .decoder import (
+    DECODER_CHECKPOINT,
+    DecoderMethod,
+    DecoderModel,
+    build_decoder,
+    decode_embeddings,
+    decoder_config,
+    decoder_data,
+    load_or_train_decoder,
+    train_decoder,
+)
+from .edits import (
+    UnCLIP,
+    as_images,
+    embed_images,
+    generate,
+    generate_no_prior,
+    interpolate,
+    invert,
+    load_or_train_unclip,
+    sample,
+    slerp,
+    text_diff,
+    text_direction,
+    variations,
+)
 from .prior import (
     MLP_CHECKPOINT,
     PRIOR_CHECKPOINT,
@@ -31,13 +57,6 @@ from .prior import (
     set_statistics,
     train_prior,
 )
-
-from .decoder import (DECODER_CHECKPOINT, DecoderMethod, DecoderModel, build_decoder,
-                      decode_embeddings, decoder_config, decoder_data, load_or_train_decoder,
-                      train_decoder)
-from .edits import (UnCLIP, as_images, embed_images, generate, generate_no_prior, interpolate, invert,
-                    load_or_train_unclip, sample, slerp, text_diff, text_direction, variations)
-
 from .probes import inversion_report, kept_attributes, text_diff_report, variation_report
 
 __all__ = ["kept_attributes", "variation_report", "text_diff_report", "inversion_report",
@@ -53,6 +72,7 @@ __all__ = ["kept_attributes", "variation_report", "text_diff_report", "inversion
 
 # The training command (python -m course_lib.train) finds these models here.
 from .. import registry as _registry
+
 # The references (``python -m course_lib.train unclip-prior unclip-decoder --reference --profile
 # cpu``, shipped for notebook 07's side-by-side): the decoder trained 6x longer than the cpu
 # notebook's 500 steps, the prior twice as long (it meets its targets in the notebook already;

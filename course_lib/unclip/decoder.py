@@ -21,8 +21,18 @@ import torch
 from torch import nn
 
 from .. import checkpoints, conditioning
-from ..diffusion import (DiffusionMethod, DiffusionModel, check_sampling, data_shape, decode,
-                         denoise, diffusion_config, fold, make_scheduler, unfold)
+from ..diffusion import (
+    DiffusionMethod,
+    DiffusionModel,
+    check_sampling,
+    data_shape,
+    decode,
+    denoise,
+    diffusion_config,
+    fold,
+    make_scheduler,
+    unfold,
+)
 from ..profiles import get_profile, profile_of, section_with
 from ..training import fit
 from .prior import check_embeddings, image_embeddings

@@ -9,8 +9,7 @@ from torch import nn
 from .. import conditioning
 from ..images import check_images
 from .decoder import DecoderModel, decode_embeddings, load_or_train_decoder
-from .prior import (PriorModel, check_embeddings, image_embeddings, load_or_train_prior,
-                    no_prior, sample_prior)
+from .prior import PriorModel, check_embeddings, image_embeddings, load_or_train_prior, no_prior, sample_prior
 
 __all__ = ["UnCLIP", "load_or_train_unclip", "generate", "generate_no_prior", "sample", "as_images",
            "embed_images", "slerp", "variations", "interpolate", "text_direction", "text_diff", "invert"]
@@ -176,7 +175,7 @@ def invert(model: UnCLIP | DecoderModel, image, *, steps: int = 50, z: torch.Ten
                                    clip_sample=False, timestep_spacing="trailing")
     inverse.set_timesteps(int(steps), device=x.device)
     patch = int(cfg["patch"])
-    start = x if cfg["space"] == "pixel" else encode_latents(getattr(decoder, "_autoencoder"), x)
+    start = x if cfg["space"] == "pixel" else encode_latents(decoder._autoencoder, x)
     latent = fold(start, patch)
     cond = decoder.image_condition(z)
     for t in inverse.timesteps:

@@ -69,6 +69,7 @@ __all__ = [
 
 # The training command (python -m course_lib.train) finds this model here.
 from .. import registry as _registry
+
 _registry.register("autoencoder", load_or_train_autoencoder, section="autoencoder")
 _registry.register("vae", load_or_train_vae, after=("clip", "judge"), section="vae",
                    sample=sample)

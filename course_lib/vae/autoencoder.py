@@ -103,7 +103,7 @@ class AutoencoderMethod(Method):
     Batches are uint8 images (B, S, S, 3)."""
 
     def __init__(self, model: nn.Module, *, lr: float, steps: int, kl_weight: float):
-        from ..data.world import to_float
+        from ..images import to_float
 
         self._to_float = to_float
         self.kl_weight = float(kl_weight)
@@ -128,7 +128,7 @@ class AutoencoderMethod(Method):
 def measure_scaling_factor(model: nn.Module, images, n: int = 2000, seed: int = 0) -> dict:
     """``1 / std`` of posterior samples of up to ``n`` images (the Stable Diffusion
     convention), with the latents' mean and std before scaling."""
-    from ..data.world import to_float
+    from ..images import to_float
 
     x = images[:n]
     x = to_float(x) if x.dtype == torch.uint8 else x

@@ -313,7 +313,7 @@ class VAEMethod(Method):
     """
 
     def __init__(self, model: ClipVAE, *, lr: float, steps: int, beta: float = 1.0):
-        from ..data.world import to_float
+        from ..images import to_float
 
         self._to_float = to_float
         self.beta = float(beta)
