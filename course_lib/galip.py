@@ -597,9 +597,3 @@ def sample(model: GALIP, captions, *, seed: int = 0, truncation: float = 1.0, z=
 
 interpolate_noise = gan.interpolate_noise
 interpolate_captions = gan.interpolate_captions
-
-
-# The training command (python -m course_lib.train) finds this model here.
-from . import registry as _registry
-
-_registry.register("galip", load_or_train_galip, after=("clip", "judge"), section="galip", sample=sample)

@@ -560,9 +560,3 @@ def interpolate_captions(model: TextToImageGAN, caption_a: str, caption_b: str, 
     s = slerp(sa.cpu(), sb.cpu(), torch.linspace(0, 1, n))
     z = noise(1, model.generator.noise_dim, seed).expand(n, -1)
     return sample(model, None, z=z, embeddings=s)
-
-
-# The training command (python -m course_lib.train) finds this model here.
-from . import registry as _registry
-
-_registry.register("gan", load_or_train_gan, after=("clip", "judge"), section="gan", sample=sample)

@@ -155,8 +155,3 @@ __all__ = [
     "image_intermediates",
     "to_model_input",
 ]
-
-# The training command (python -m course_lib.train) finds this model here.
-from .. import registry as _registry  # noqa: E402
-
-_registry.register("clip", load_or_train_clip, section="clip", prepare_reference=keep_world_tokens)

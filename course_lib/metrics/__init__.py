@@ -133,9 +133,3 @@ __all__ = [
     "evaluate",
     "Report",
 ]
-
-
-# The training command (python -m course_lib.train) finds this model here.
-from .. import registry as _registry  # noqa: E402
-
-_registry.register("judge", load_judge, section="judge")

@@ -68,18 +68,3 @@ __all__ = ["kept_attributes", "variation_report", "text_diff_report", "inversion
            "MLPPrior", "MLPPriorMethod", "build_prior", "check_embeddings", "image_embeddings",
            "prior_config", "prior_data", "set_statistics", "train_prior", "load_or_train_prior",
            "load_or_train_mlp_prior", "sample_prior", "no_prior", "prior_quality"]
-
-
-# The training command (python -m course_lib.train) finds these models here.
-from .. import registry as _registry
-
-# The references (``python -m course_lib.train unclip-prior unclip-decoder --reference --profile
-# cpu``, shipped for notebook 07's side-by-side): the decoder trained 6x longer than the cpu
-# notebook's 500 steps, the prior twice as long (it meets its targets in the notebook already;
-# it must be trained on the reference CLIP).
-_registry.register("unclip-prior", load_or_train_prior, after=("clip",), section="prior",
-                   reference={"steps": 600})
-_registry.register("unclip-prior-mlp", load_or_train_mlp_prior, after=("clip",), section="prior")
-_registry.register("unclip-decoder", load_or_train_decoder, after=("clip", "judge", "autoencoder"),
-                   section="decoder", reference={"steps": 3_000, "max_minutes": 60.0},
-                   sample=generate_no_prior)
