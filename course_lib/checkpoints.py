@@ -52,7 +52,7 @@ from . import paths
 
 __all__ = ["CheckpointError", "CheckpointMismatchError", "NotACourseCheckpointError",
            "use", "current_source", "reference_path", "describe_reference", "save_checkpoint", "load_checkpoint",
-           "read_card", "save_model", "load_model", "load_or_train", "checkpoint_path",
+           "variant_name", "read_card", "save_model", "load_model", "load_or_train", "checkpoint_path",
            "find_checkpoint", "flatten_state", "unflatten_state", "library_versions",
            "config_diff", "shortened_note"]
 
@@ -655,6 +655,16 @@ def _unfinished(card: Mapping, resume: Path) -> dict | None:
     if isinstance(training, Mapping) and training.get("stopped_by") == "time" and resume.exists():
         return dict(training)
     return None
+
+
+def variant_name(base: str, changes) -> str:
+    """The checkpoint name of a variant of ``base``: ``base-key=value`` for every change,
+    sorted by key, tuples written ``64x128`` (``diffusion-patch=1``,
+    ``autoencoder-block_out_channels=16x32``), so a name is a plain file name that says
+    what differs."""
+    def plain(value) -> str:
+        return "x".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
+    return base + "".join(f"-{k}={plain(v)}" for k, v in sorted(dict(changes).items()))
 
 
 def shortened_note(card: Mapping, name: str | None = None) -> str:

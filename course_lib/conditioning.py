@@ -25,13 +25,14 @@ import hashlib
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .images import check_images
 from .profiles import get_profile
 
 __all__ = ["text_encoder", "clip_fingerprint", "clip_dependency", "attach_text_encoder",
-           "get_text_encoder", "finish_samples", "check_captions"]
+           "get_text_encoder", "finish_samples", "check_captions", "slerp"]
 
 _ENCODERS: dict[tuple, object] = {}
 
@@ -134,3 +135,23 @@ def check_captions(captions, what: str = "captions") -> list[str]:
 def finish_samples(images: torch.Tensor, what: str = "sample") -> torch.Tensor:
     """Clamp a sampler's output into [-1, 1] and pass it through the one image check."""
     return check_images(images.detach().clamp(-1.0, 1.0), what, allow_unit_range=True)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    """Spherical interpolation between vectors ``a`` and ``b`` (last axis), ``t`` in [0, 1].
+
+    For Gaussian noise (and unit embeddings) slerp keeps the norm typical all the way,
+    where a straight line passes through the unlikely, short middle. The angle is
+    computed from the *whole* vectors (not element-wise); nearly parallel vectors fall
+    back to a straight line.
+    """
+    t = torch.as_tensor(t, dtype=a.dtype, device=a.device)
+    t = t.reshape(-1, *([1] * (a.ndim))) if t.ndim else t
+    an, bn = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    dot = (an * bn).sum(-1, keepdim=True).clamp(-1.0, 1.0)
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    near = so.abs() < 1e-6
+    safe = torch.where(near, torch.ones_like(so), so)
+    out = torch.sin((1 - t) * omega) / safe * a + torch.sin(t * omega) / safe * b
+    return torch.where(near, (1 - t) * a + t * b, out)

@@ -37,7 +37,7 @@ from torch import nn
 
 from . import checkpoints, conditioning
 from .profiles import get_profile, profile_of, section_with
-from .training import Method, fit
+from .training import Method, fit, unwrap
 
 __all__ = [
     # 1. config
@@ -292,7 +292,7 @@ class DiffusionMethod(Method):
         return {"encoder_hidden_states": tokens, "encoder_attention_mask": mask}
 
     def drop_conditioning(self, cond: dict, keep_mask: torch.Tensor) -> dict:
-        core = getattr(self.models["diffusion"], "module", self.models["diffusion"])
+        core = unwrap(self.models["diffusion"])
         null = core.null_condition(len(keep_mask))
         keep = keep_mask.to(cond["encoder_hidden_states"].device)
         return {"encoder_hidden_states": torch.where(keep[:, None, None], cond["encoder_hidden_states"],
@@ -387,7 +387,7 @@ def load_or_train_diffusion(profile=None, *, retrain: bool = False, name: str | 
     if seed is not None:
         config["seed"] = named["seed"] = int(seed)
     if name is None:
-        name = CHECKPOINT + "".join(f"-{k}={_plain(v)}" for k, v in sorted(named.items()))
+        name = checkpoints.variant_name(CHECKPOINT, named)
 
     def train(model, resume_path):
         history, _ = train_diffusion(model, encoder, config=config, profile=p, autoencoder=autoencoder,
@@ -404,12 +404,6 @@ def load_or_train_diffusion(profile=None, *, retrain: bool = False, name: str | 
     object.__setattr__(model, "_autoencoder", autoencoder)     # beside, like the text encoder
     model.eval()
     return model, card
-
-
-def _plain(value) -> str:
-    if isinstance(value, (tuple, list)):
-        return "x".join(str(v) for v in value)
-    return str(value)
 
 
 def measure_cost(config: Mapping, batch_size: int = 32, repeats: int = 2) -> dict:

@@ -48,7 +48,7 @@ from torch import nn
 
 from . import checkpoints, conditioning, gan
 from .profiles import get_profile, section_with
-from .training import Method, fit
+from .training import Method, fit, unwrap
 
 __all__ = [
     # 1. config
@@ -447,7 +447,7 @@ class GALIPMethod(Method):
     def training_step(self, batch, ctx) -> dict:
         images, captions = batch[0], batch[1]
         G, D = self.models["generator"], self.models["discriminator"]
-        core_d = getattr(D, "module", D)
+        core_d = unwrap(D)
         cfg, taps = self.config, self.config["taps"]
         clip_model = self.encoder.clip
         s = self.encoder.pooled(list(captions)).to(images.device)

@@ -40,8 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints, conditioning
+from .conditioning import slerp  # noqa: F401  (gan.slerp, as notebook 03 calls it)
 from .profiles import get_profile, section_with
-from .training import Method, fit
+from .runtime import seeded_noise
+from .training import Method, fit, unwrap
 
 __all__ = [
     # 1. config
@@ -356,7 +358,7 @@ class GANMethod(Method):
         real_in, s_in = images, s
         if gp_now:
             real_in, s_in = images.detach().requires_grad_(True), s.detach().requires_grad_(True)
-        core_d = getattr(D, "module", D)
+        core_d = unwrap(D)
         fake = G(z, s)
         # real and fake images through D in one batch (fewer, larger operations: faster on a CPU)
         feats_real, feats_fake = D(torch.cat([real_in, fake.detach()])).chunk(2)
@@ -478,8 +480,7 @@ def noise(n: int, dim: int, seed: int = 0, truncation: float = 1.0, device=None)
     if not (isinstance(truncation, (int, float)) and 0.0 < truncation <= 1.0):
         raise ValueError(f"truncation must be in (0, 1] (1 = none; smaller = less diverse, more "
                          f"typical images), got {truncation!r}")
-    g = torch.Generator().manual_seed(int(seed))
-    z = torch.randn(n, dim, generator=g) * float(truncation)
+    z = seeded_noise(n, dim, seed=seed) * float(truncation)
     return z.to(device) if device is not None else z
 
 
@@ -523,24 +524,6 @@ def sample(model: TextToImageGAN, captions, *, seed: int = 0, truncation: float 
     return conditioning.finish_samples(out, "gan.sample")
 
 
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-    """Spherical interpolation between vectors ``a`` and ``b`` (last axis), ``t`` in [0, 1].
-
-    For Gaussian noise (and unit embeddings) slerp keeps the norm typical all the way,
-    where a straight line passes through the unlikely, short middle. The angle is
-    computed from the *whole* vectors (not element-wise); nearly parallel vectors fall
-    back to a straight line.
-    """
-    t = torch.as_tensor(t, dtype=a.dtype, device=a.device)
-    t = t.reshape(-1, *([1] * (a.ndim))) if t.ndim else t
-    an, bn = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-    dot = (an * bn).sum(-1, keepdim=True).clamp(-1.0, 1.0)
-    omega = torch.acos(dot)
-    so = torch.sin(omega)
-    near = so.abs() < 1e-6
-    safe = torch.where(near, torch.ones_like(so), so)
-    out = torch.sin((1 - t) * omega) / safe * a + torch.sin(t * omega) / safe * b
-    return torch.where(near, (1 - t) * a + t * b, out)
 
 
 def interpolate_noise(model: TextToImageGAN, caption: str, n: int = 8, *, seed_a: int = 0,

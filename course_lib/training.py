@@ -56,7 +56,7 @@ from torch import nn
 from . import checkpoints
 from .runtime import get_accelerator, seed_everything
 
-__all__ = ["Method", "StepContext", "History", "TrainingDiverged", "fit", "load_resume_state",
+__all__ = ["Method", "StepContext", "History", "TrainingDiverged", "fit", "unwrap", "load_resume_state",
            "nonfinite"]
 
 
@@ -162,6 +162,12 @@ class History:
 
 
 # ----------------------------------------------------------------------------- resume state
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a distributed wrapper (DDP's ``.module``), or the model itself: what
+    a Method reads its own sub-networks' attributes from while several processes train it."""
+    return getattr(model, "module", model)
 
 
 def _unwrap(accelerator, model: nn.Module) -> nn.Module:

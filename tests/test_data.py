@@ -40,10 +40,10 @@ from course_lib.data import (
     make_loader,
     sample_attributes,
     sample_layout,
+    splits,
     to_float,
     to_uint8,
     varied_caption,
-    splits,
     world,
 )
 

@@ -34,7 +34,8 @@ from ..diffusion import (
     unfold,
 )
 from ..profiles import get_profile, profile_of, section_with
-from ..training import fit
+from ..runtime import seeded_noise
+from ..training import fit, unwrap
 from .prior import check_embeddings, image_embeddings
 
 __all__ = ["DECODER_CHECKPOINT", "decoder_config", "DecoderModel", "build_decoder", "DecoderMethod",
@@ -107,7 +108,7 @@ class DecoderMethod(DiffusionMethod):
     def drop_conditioning(self, cond: dict, keep_mask: torch.Tensor) -> dict:
         """``keep_mask`` (drawn with ``caption_dropout`` = ``z_dropout``) keeps z_i; the caption
         is kept with its own probability 1 - ``text_dropout``."""
-        core = getattr(self.models["diffusion"], "module", self.models["diffusion"])
+        core = unwrap(self.models["diffusion"])
         z, tokens, mask = cond["z"], cond["tokens"], cond["mask"]
         n = len(z)
         keep_z = keep_mask.to(z.device)
@@ -163,7 +164,7 @@ def load_or_train_decoder(profile=None, *, retrain: bool = False, verbose: bool 
     encoder = conditioning.text_encoder(p, verbose=verbose)
     autoencoder, _ = load_or_train_autoencoder(p, verbose=verbose)
     config = decoder_config(p, encoder, autoencoder, **changes)
-    name = DECODER_CHECKPOINT + "".join(f"-{k}={v}" for k, v in sorted(changes.items()))
+    name = checkpoints.variant_name(DECODER_CHECKPOINT, changes)
 
     def train(model, resume_path):
         h = train_decoder(model, encoder, autoencoder, config=config, profile=p,
@@ -202,7 +203,7 @@ def decode_embeddings(model: DecoderModel, z: torch.Tensor, captions=None, *, se
     n = len(z)
     shape = data_shape(model)
     if noise is None:
-        noise = torch.randn(n, *shape, generator=torch.Generator().manual_seed(int(seed)))
+        noise = seeded_noise(n, *shape, seed=seed)
     elif tuple(noise.shape) != (n, *shape):
         from ..vae import LatentShapeError
         raise LatentShapeError(f"decode_embeddings: noise must be {(n, *shape)}, got {tuple(noise.shape)}.")

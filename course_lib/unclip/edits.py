@@ -8,6 +8,7 @@ from torch import nn
 
 from .. import conditioning
 from ..images import check_images
+from ..runtime import seeded_noise
 from .decoder import DecoderModel, decode_embeddings, load_or_train_decoder
 from .prior import PriorModel, check_embeddings, image_embeddings, load_or_train_prior, no_prior, sample_prior
 
@@ -86,13 +87,11 @@ def embed_images(model: UnCLIP | DecoderModel, images) -> torch.Tensor:
 
 def slerp(a: torch.Tensor, b: torch.Tensor, theta) -> torch.Tensor:
     """Spherical interpolation of unit embeddings, the angle from the *whole* vectors
-    (course_lib.gan.slerp; a public community pipeline took acos element-wise, a bug).
+    (course_lib.conditioning.slerp; a public community pipeline took acos element-wise, a bug).
 
     Raises:
         ValueError: θ outside [0, 1], or opposite vectors (no unique great circle).
     """
-    from ..gan import slerp as _slerp
-
     t = torch.as_tensor(theta, dtype=torch.float32)
     if not torch.isfinite(t).all() or (t < 0).any() or (t > 1).any():
         raise ValueError(f"slerp: θ must lie in [0, 1] (0: a, 1: b), got {theta!r}.")
@@ -102,7 +101,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, theta) -> torch.Tensor:
     if (cos < -1 + 1e-6).any():
         raise ValueError("slerp: the two vectors point in opposite directions: every great circle "
                          "joins them, so the path is not defined. Pick another pair.")
-    return _slerp(a, b, t.to(a.dtype))
+    return conditioning.slerp(a, b, t.to(a.dtype))
 
 
 @torch.no_grad()
@@ -115,7 +114,7 @@ def variations(model: UnCLIP, images, n: int = 4, *, seed: int = 0, guidance: fl
 
 def _same_noise(decoder: DecoderModel, n: int, seed: int) -> torch.Tensor:
     from ..diffusion import data_shape
-    one = torch.randn(1, *data_shape(decoder), generator=torch.Generator().manual_seed(int(seed)))
+    one = seeded_noise(1, *data_shape(decoder), seed=seed)
     return one.expand(n, -1, -1, -1).clone()
 
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from .. import checkpoints, conditioning
 from ..profiles import get_profile, profile_of, section_with
-from ..training import Method, fit
+from ..training import Method, fit, unwrap
 
 __all__ = ["PRIOR_CHECKPOINT", "MLP_CHECKPOINT", "prior_config", "PriorModel", "build_prior",
            "set_statistics", "PriorMethod", "MLPPrior", "MLPPriorMethod", "prior_data",
@@ -188,7 +188,7 @@ class PriorMethod(Method):
         return {"pooled": out["pooled"], "tokens": out["tokens"], "mask": out["mask"]}
 
     def drop_conditioning(self, cond: dict, keep: torch.Tensor) -> dict:
-        core = getattr(self.models["prior"], "module", self.models["prior"])
+        core = unwrap(self.models["prior"])
         null = core.null_condition(len(keep))
         return {"pooled": torch.where(keep[:, None], cond["pooled"], null["pooled"]),
                 "tokens": torch.where(keep[:, None, None], cond["tokens"], null["tokens"]),
@@ -196,7 +196,7 @@ class PriorMethod(Method):
 
     def training_step(self, batch, ctx) -> dict:
         z, captions = batch
-        core = getattr(self.models["prior"], "module", self.models["prior"])
+        core = unwrap(self.models["prior"])
         x0 = core.standardise(z)
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (len(x0),), device=x0.device)
@@ -257,7 +257,7 @@ def _load_or_train(name, build, method_class, profile, retrain, verbose, plot, c
     encoder = conditioning.text_encoder(p, verbose=verbose)
     config = prior_config(p, encoder, **changes)
     if changes:
-        name = name + "".join(f"-{k}={v}" for k, v in sorted(changes.items()))
+        name = checkpoints.variant_name(name, changes)
 
     def train(model, resume_path):
         h = train_prior(model, encoder, config=config, profile=p, resume_path=resume_path, plot=plot,

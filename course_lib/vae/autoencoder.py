@@ -33,7 +33,7 @@ from .. import checkpoints
 from ..conditioning import finish_samples
 from ..images import check_images
 from ..profiles import get_profile
-from ..training import Method, fit
+from ..training import Method, fit, unwrap
 from .clip_vae import warmup_cosine
 
 __all__ = ["AUTOENCODER_CHECKPOINT", "LatentShapeError", "autoencoder_config", "build_autoencoder",
@@ -94,7 +94,7 @@ def build_autoencoder(config: Mapping):
 
 
 def _core(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)     # a DDP-wrapped model holds the real one
+    return unwrap(model)     # a DDP-wrapped model holds the real one
 
 
 class AutoencoderMethod(Method):
@@ -183,7 +183,7 @@ def load_or_train_autoencoder(profile=None, *, retrain: bool = False, name: str 
     p = get_profile(profile)
     config = autoencoder_config(p, **overrides)
     if name is None:
-        name = AUTOENCODER_CHECKPOINT + "".join(f"-{k}={_plain(v)}" for k, v in sorted(overrides.items()))
+        name = checkpoints.variant_name(AUTOENCODER_CHECKPOINT, overrides)
     model, card = checkpoints.load_or_train(
         name, config=config, build=build_autoencoder,
         train=lambda m, resume: train_autoencoder(m, config, profile=p, resume_path=resume, plot=plot),
@@ -198,12 +198,6 @@ def load_or_train_autoencoder(profile=None, *, retrain: bool = False, name: str 
         param.requires_grad_(False)
     model.card = card
     return model, card
-
-
-def _plain(value) -> str:
-    if isinstance(value, (tuple, list)):
-        return "x".join(str(v) for v in value)
-    return str(value)
 
 
 def latent_shape(model) -> tuple[int, int, int]:

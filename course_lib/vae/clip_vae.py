@@ -41,6 +41,7 @@ from ..conditioning import (
 )
 from ..images import check_images
 from ..profiles import get_profile
+from ..runtime import seeded_noise
 from ..training import Method, fit
 
 __all__ = ["FUSIONS", "VAE_CHECKPOINT", "UnknownFusionError", "vae_config", "ClipVAE",
@@ -406,7 +407,7 @@ def train_vae(model: ClipVAE, config: Mapping, *, encoder=None, profile=None, re
 def _checkpoint_name(overrides: Mapping) -> str:
     if not overrides:
         return VAE_CHECKPOINT
-    return VAE_CHECKPOINT + "".join(f"-{k}={v}" for k, v in sorted(overrides.items()))
+    return checkpoints.variant_name(VAE_CHECKPOINT, overrides)
 
 
 def load_or_train_vae(profile=None, *, retrain: bool = False, name: str | None = None,
@@ -451,8 +452,7 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def _noise(n: int, dim: int, seed: int, device) -> torch.Tensor:
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(n, dim, generator=g).to(device)
+    return seeded_noise(n, dim, seed=seed, device=device)
 
 
 @torch.no_grad()
