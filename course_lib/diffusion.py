@@ -392,9 +392,7 @@ def load_or_train_diffusion(profile=None, *, retrain: bool = False, name: str | 
     def train(model, resume_path):
         history, _ = train_diffusion(model, encoder, config=config, profile=p, autoencoder=autoencoder,
                                      resume_path=resume_path, plot=plot)
-        return {"steps": history.step, "train_minutes": history.seconds / 60.0,
-                "stopped_by": history.stopped_by,
-                "seconds_per_step": history.seconds / max(1, history.step),
+        return {**history.summary(),
                 "loss_history": history.losses["loss"]}
 
     model, card = checkpoints.load_or_train(name, config=config, build=build_diffusion, train=train,

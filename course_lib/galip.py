@@ -564,9 +564,7 @@ def load_or_train_galip(profile=None, *, retrain: bool = False, config: Mapping 
                 model.train()
             if history.stopped_by == "time":
                 break                      # the guard stopped it: later stages would add no step
-        return {"steps": history.step, "train_minutes": history.seconds / 60.0,
-                "stopped_by": history.stopped_by,
-                "seconds_per_step": history.seconds / max(1, history.step),
+        return {**history.summary(),
                 "losses": {k: v for k, v in history.losses.items()}, "curve": curve}
 
     # the CLIP is attached at build time (the generator runs through it), checked against the

@@ -456,9 +456,7 @@ def load_or_train_gan(profile=None, *, retrain: bool = False, config: Mapping | 
 
     def train(gan, resume_path):
         history, _ = train_gan(gan, encoder, config=config, profile=p, resume_path=resume_path)
-        return {"steps": history.step, "train_minutes": history.seconds / 60.0,
-                "stopped_by": history.stopped_by,
-                "seconds_per_step": history.seconds / max(1, history.step),
+        return {**history.summary(),
                 "losses": {k: v for k, v in history.losses.items()}}
 
     gan, card = checkpoints.load_or_train(name, config=config, build=build_gan, train=train,

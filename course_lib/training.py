@@ -148,6 +148,12 @@ class History:
         values = [v for _, v in self.losses[name][-n:]]
         return sum(values) / len(values)
 
+    def summary(self) -> dict:
+        """The training record every model's card keeps: steps, minutes, what stopped the
+        run ("steps", "time" or "diverged") and seconds per step."""
+        return {"steps": self.step, "train_minutes": self.seconds / 60.0, "stopped_by": self.stopped_by,
+                "seconds_per_step": self.seconds / max(1, self.step)}
+
     def as_dict(self) -> dict:
         return {"losses": {k: [list(p) for p in v] for k, v in self.losses.items()},
                 "step": self.step, "seconds": self.seconds, "stopped_by": self.stopped_by,

@@ -338,10 +338,9 @@ def load_or_train_clip(profile: Profile | str | None = None, *, name: str = "cli
 
     def train(model, resume_path):
         history, method = train_clip(model, config=config, profile=p, resume_path=resume_path)
-        return {"steps": history.step, "train_minutes": history.seconds / 60.0,
+        return {**history.summary(),
                 "budget_minutes": history.budget_seconds / 60.0,   # this run's share of max_minutes
-                "stopped_by": history.stopped_by, "final_loss": history.last("loss", 5),
-                "seconds_per_step": history.seconds / max(1, history.step),
+                "final_loss": history.last("loss", 5),
                 "loss_history": history.losses["loss"], "scale_history": method.scale_history}
 
     return checkpoints.load_or_train(name, config=config, build=build_clip, train=train,

@@ -343,8 +343,7 @@ def train_judge(judge: Judge, config: Mapping, resume_path=None, profile=None,
             f"The judge reads its weakest attribute on validation images with only {worst:.1%} "
             "accuracy: its grades are not reliable. Give it more steps (profile.judge.steps).",
             RuntimeWarning, stacklevel=2)
-    return {"train_minutes": history.seconds / 60.0, "steps": history.step,
-            "stopped_by": history.stopped_by, "val_accuracy": acc}
+    return {**history.summary(), "val_accuracy": acc}
 
 
 def load_judge(profile=None, *, retrain: bool = False, device=None, verbose: bool = True) -> Judge:

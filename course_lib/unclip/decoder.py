@@ -169,8 +169,7 @@ def load_or_train_decoder(profile=None, *, retrain: bool = False, verbose: bool 
     def train(model, resume_path):
         h = train_decoder(model, encoder, autoencoder, config=config, profile=p,
                           resume_path=resume_path, plot=plot)
-        return {"steps": h.step, "train_minutes": h.seconds / 60.0, "stopped_by": h.stopped_by,
-                "seconds_per_step": h.seconds / max(1, h.step), "loss_history": h.losses["loss"]}
+        return {**h.summary(), "loss_history": h.losses["loss"]}
 
     model, card = checkpoints.load_or_train(name, config=config, build=build_decoder, train=train,
                                             profile=p, retrain=retrain,

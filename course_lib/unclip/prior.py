@@ -262,8 +262,7 @@ def _load_or_train(name, build, method_class, profile, retrain, verbose, plot, c
     def train(model, resume_path):
         h = train_prior(model, encoder, config=config, profile=p, resume_path=resume_path, plot=plot,
                         method_class=method_class, desc=name)
-        return {"steps": h.step, "train_minutes": h.seconds / 60.0, "stopped_by": h.stopped_by,
-                "seconds_per_step": h.seconds / max(1, h.step), "loss_history": h.losses["loss"]}
+        return {**h.summary(), "loss_history": h.losses["loss"]}
 
     model, card = checkpoints.load_or_train(name, config=config, build=build, train=train, profile=p,
                                             retrain=retrain, device=encoder.clip.logit_scale.device,

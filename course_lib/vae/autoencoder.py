@@ -157,9 +157,7 @@ def train_autoencoder(model: nn.Module, config: Mapping, *, profile=None, resume
                   plot=p.plot_every_s if plot is None else plot, card={"config": dict(config)})
     model.eval()
     scale = measure_scaling_factor(model, train.images, seed=t["seed"])
-    return {"steps": history.step, "train_minutes": history.seconds / 60.0,
-            "stopped_by": history.stopped_by,
-            "seconds_per_step": history.seconds / max(1, history.step),
+    return {**history.summary(),
             "final_recon": history.last("recon", 10), "final_kl": history.last("kl", 10),
             "loss_history": history.losses["recon"], **scale}
 

@@ -396,9 +396,7 @@ def train_vae(model: ClipVAE, config: Mapping, *, encoder=None, profile=None, re
                   seed=config["seed"], plot=p.plot_every_s if plot is None else plot,
                   log_every=10, card={"config": dict(config)})
     model.eval()
-    return {"steps": history.step, "train_minutes": history.seconds / 60.0,
-            "prepare_seconds": prep, "stopped_by": history.stopped_by,
-            "seconds_per_step": history.seconds / max(1, history.step),
+    return {**history.summary(), "prepare_seconds": prep,
             "final_loss": history.last("loss", 10), "final_recon": history.last("recon", 10),
             "final_kl": history.last("kl", 10), "loss_history": history.losses["loss"],
             "kl_history": history.losses["kl"]}
