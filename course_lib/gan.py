@@ -327,44 +327,64 @@ def clip_loss(clip_model: nn.Module, images: torch.Tensor, s: torch.Tensor) -> t
 
 
 class GANMethod(Method):
-    """One ``fit`` step = one discriminator update, then one generator update.
+    """One ``fit`` step = one discriminator update, then one generator update: the course's
+    one adversarial step, for notebook 03's GAN and (through the hooks below) GALIP.
 
     Discriminator: hinge with mismatched pairs, + MA-GP every ``ma_gp_every`` steps
     (lazy regularisation, scaled by ``ma_gp_every`` so its strength does not depend on
-    how often it runs). Generator: hinge + ``clip_weight`` × CLIP loss.
-    Adam with betas (0, 0.9) for both (DF-GAN); EMA of the generator if ``ema_decay``.
+    how often it runs), on what D reads the images as (:meth:`d_inputs`). Generator:
+    hinge + ``clip_weight`` × CLIP loss (:meth:`clip_term`). Adam with betas (0, 0.9) for
+    both (DF-GAN); EMA of the generator if ``ema_decay``.
+
+    A subclass changes what the discriminator reads (GALIP: the frozen CLIP's features)
+    by overriding :meth:`d_inputs`, :meth:`g_inputs` and :meth:`clip_term`.
     """
 
-    def __init__(self, gan: TextToImageGAN, encoder, config: Mapping):
-        self.gan, self.encoder, self.config = gan, encoder, dict(config)
-        self.models = {"generator": gan.generator, "discriminator": gan.discriminator}
+    def __init__(self, model: nn.Module, encoder, config: Mapping):
+        self.gan, self.encoder, self.config = model, encoder, dict(config)
+        self.models = {"generator": model.generator, "discriminator": model.discriminator}
         betas = (0.0, 0.9)
         self.optimizers = {
-            "generator": torch.optim.Adam(gan.generator.parameters(), lr=config["lr_g"], betas=betas),
-            "discriminator": torch.optim.Adam(gan.discriminator.parameters(), lr=config["lr_d"], betas=betas),
+            "generator": torch.optim.Adam(model.generator.parameters(), lr=config["lr_g"], betas=betas),
+            "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=config["lr_d"], betas=betas),
         }
         self.schedulers = {}
         self.ema_decay = {"generator": config["ema_decay"]} if config.get("ema_decay") else {}
 
+    # -- what the discriminator reads: the pixels themselves here
+    def d_inputs(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's inputs for the real and the (detached) fake images of its update."""
+        return real, fake
+
+    def g_inputs(self, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's input for the generator's update (with gradient to G), and the CLIP image
+        embedding of ``fake`` when that pass computes one (else None)."""
+        return fake, None
+
+    def clip_term(self, fake: torch.Tensor, embedding: torch.Tensor | None, s: torch.Tensor) -> torch.Tensor:
+        """The article's CLIP loss: 1 − cos(CLIP image embedding of the fakes, s)."""
+        return clip_loss(self.encoder.clip, fake, s)
+
     def training_step(self, batch, ctx) -> dict:
         images, captions = batch[0], batch[1]
         G, D = self.models["generator"], self.models["discriminator"]
+        core_d = unwrap(D)
         cfg = self.config
         s = self.encoder.pooled(list(captions)).to(images.device)
         z = torch.randn(len(images), cfg["noise_dim"], device=images.device)
+        fake = G(z, s)
 
         # --- the discriminator
+        real_in, fake_in = self.d_inputs(images, fake.detach())
         gp_now = cfg["ma_gp_weight"] > 0 and ctx.step % cfg["ma_gp_every"] == 0
-        real_in, s_in = images, s
-        if gp_now:
-            real_in, s_in = images.detach().requires_grad_(True), s.detach().requires_grad_(True)
-        core_d = unwrap(D)
-        fake = G(z, s)
-        # real and fake images through D in one batch (fewer, larger operations: faster on a CPU)
-        feats_real, feats_fake = D(torch.cat([real_in, fake.detach()])).chunk(2)
-        real_score = core_d.score(feats_real, s_in)
-        mis_score = core_d.score(feats_real, mismatched(s))
-        fake_score = core_d.score(feats_fake, s)
+        s_in = s
+        if gp_now:       # MA-GP: the gradient of D's real score w.r.t. its inputs and the sentence
+            real_in, s_in = real_in.detach().requires_grad_(True), s.detach().requires_grad_(True)
+        # real and fake through D in one batch (fewer, larger operations: faster on a CPU)
+        h_real, h_fake = D(torch.cat([real_in, fake_in])).chunk(2)
+        real_score = core_d.score(h_real, s_in)
+        mis_score = core_d.score(h_real, mismatched(s))
+        fake_score = core_d.score(h_fake, s)
         loss_d = d_hinge_loss(real_score, fake_score, mis_score)
         out = {"loss_d": loss_d.detach()}
         if gp_now:
@@ -376,11 +396,12 @@ class GANMethod(Method):
         # --- the generator
         for p in D.parameters():
             p.requires_grad_(False)
-        g_score = core_d.score(D(fake), s)
+        g_in, embedding = self.g_inputs(fake)
+        g_score = core_d.score(D(g_in), s)
         loss_g = g_hinge_loss(g_score)
         out["loss_g_adv"] = loss_g.detach()
         if cfg["clip_weight"] > 0:
-            lc = clip_loss(self.encoder.clip, fake, s)
+            lc = self.clip_term(fake, embedding, s)
             loss_g = loss_g + cfg["clip_weight"] * lc
             out["clip_loss"] = lc.detach()
         ctx.optimize("generator", loss_g)
@@ -401,34 +422,46 @@ def training_batches(dataset, batch_size: int, seed: int = 0):
     return batch_loader(lambda i: dataset.batch(i)[:2], len(dataset), batch_size, seed)
 
 
-def train_gan(gan: TextToImageGAN, encoder, *, config: Mapping | None = None, profile=None,
-              resume_path=None, steps: int | None = None, max_minutes: float | None = None,
-              plot=None, desc: str = "GAN", data=None):
-    """Train ``gan`` in place through :func:`course_lib.training.fit`; returns ``(history, method)``.
+def train_adversarial(model: nn.Module, encoder, method_class, *, config: Mapping | None = None,
+                      profile=None, resume_path=None, steps: int | None = None,
+                      max_minutes: float | None = None, plot=None, desc: str = "GAN", data=None):
+    """Train a GAN-like ``model`` (``.generator``, ``.discriminator``, ``.config``) in place with
+    ``method_class`` through :func:`course_lib.training.fit`; returns ``(history, method)``.
+    The one training path of notebook 03's GAN and notebook 04's GALIP.
 
     Args:
-        config: default ``gan.config``. steps / max_minutes: default the config's; a config
+        config: default ``model.config``. steps / max_minutes: default the config's; a config
             with ``steps=None`` trains for exactly ``max_minutes`` (notebook 03's twin).
         data: batches ``(images, captions)``; default the world's train split
-            (:func:`training_batches`).
+            (:func:`training_batches`, captions drawn afresh every time).
     """
     from .data import WorldDataset
 
     p = get_profile(profile)
-    cfg = dict(config or gan.config)
+    cfg = dict(config or model.config)
     if data is None:
         train = WorldDataset("train", n=cfg["n_train"], image_size=cfg["image_size"],
                              captions="random", two_object_fraction=0.0, profile=p)
         data = training_batches(train, cfg["batch_size"], cfg["seed"])
-    method = GANMethod(gan, encoder, cfg)
+    method = method_class(model, encoder, cfg)
     steps = cfg["steps"] if steps is None else steps        # None: train for max_minutes exactly
     minutes = cfg["max_minutes"] if max_minutes is None else max_minutes
     history = fit(method, data, steps=None if steps is None else int(steps),
                   max_seconds=None if minutes is None else 60.0 * minutes,
                   resume_path=resume_path, desc=desc, seed=cfg["seed"], log_every=10,
                   plot=p.plot_every_s if plot is None else plot, card={"config": cfg})
-    gan.eval()
+    model.eval()
     return history, method
+
+
+def train_gan(gan: TextToImageGAN, encoder, *, config: Mapping | None = None, profile=None,
+              resume_path=None, steps: int | None = None, max_minutes: float | None = None,
+              plot=None, desc: str = "GAN", data=None):
+    """Train ``gan`` in place (:func:`train_adversarial` with :class:`GANMethod`); returns
+    ``(history, method)``."""
+    return train_adversarial(gan, encoder, GANMethod, config=config, profile=profile,
+                             resume_path=resume_path, steps=steps, max_minutes=max_minutes,
+                             plot=plot, desc=desc, data=data)
 
 
 def load_or_train_gan(profile=None, *, retrain: bool = False, config: Mapping | None = None,
