@@ -358,9 +358,17 @@ def unflatten_state(tree: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
 # ----------------------------------------------------------------------------- models
 
 
+#: Keys older course versions wrote into model configs that no model reads any more (how a
+#: notebook measures, or a switch that was removed): a card that still has one loads, the key
+#: is ignored. Only keys the requested config does not have are ignored.
+RETIRED_CONFIG_KEYS = frozenset({"ablation_steps", "compare_steps", "compare_minutes", "coord_channels"})
+
+
 def config_diff(expected: Mapping, found: Mapping) -> list[str]:
-    """Human-readable differences between two configs (``[]`` when equal)."""
+    """Human-readable differences between two configs (``[]`` when equal; a retired key
+    found only in the checkpoint, :data:`RETIRED_CONFIG_KEYS`, is no difference)."""
     lines = []
+    found = {k: v for k, v in found.items() if not (k in RETIRED_CONFIG_KEYS and k not in expected)}
     for key in sorted(set(expected) | set(found), key=str):
         a, b = expected.get(key, "<missing>"), found.get(key, "<missing>")
         if _jsonable(a) != _jsonable(b):

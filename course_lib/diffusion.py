@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints, conditioning
-from .profiles import get_profile, profile_of, section_with
+from .profiles import NOTEBOOK_SETTINGS as _NOTEBOOK_SETTINGS
+from .profiles import get_profile, model_sizes, profile_of
 from .training import Method, fit, unwrap
 
 __all__ = [
@@ -61,9 +62,7 @@ SCHEDULERS = ("ddpm", "ddim", "dpm")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 #: Fields of the profile's ``diffusion`` section that size notebook 06's measurements and the
 #: sampler's defaults; kept out of the model's config, so changing them never forces a retrain.
-NOTEBOOK_SETTINGS = ("sampler", "sample_steps", "guidance", "n_eval", "n_curve", "curve_steps",
-                     "guidance_scales", "cost_batch", "stability_seeds", "stability_steps",
-                     "reference_guidance")
+NOTEBOOK_SETTINGS = _NOTEBOOK_SETTINGS["diffusion"]
 
 
 class UnknownSchedulerError(ValueError):
@@ -86,9 +85,7 @@ def diffusion_config(profile=None, encoder=None, autoencoder=None, **changes) ->
         changes: overrides of the profile's ``diffusion`` section (e.g. ``steps=300``).
     """
     p = get_profile(profile)
-    sizes = section_with(p, "diffusion", changes, "diffusion_config")
-    for key in NOTEBOOK_SETTINGS:         # how notebook 06 measures, not what the model is
-        sizes.pop(key)
+    sizes = model_sizes(p, "diffusion", changes, "diffusion_config")
     sizes["block_out_channels"] = list(sizes["block_out_channels"])
     if sizes["space"] not in ("latent", "pixel"):
         raise ValueError(f"space={sizes['space']!r}: use 'latent' (the autoencoder's latents) or 'pixel'.")
@@ -453,9 +450,7 @@ def machine_speed(repeats: int = 3) -> float:
     from .profiles import PROFILES
 
     p = PROFILES["cpu"]
-    sizes = section_with(p, "diffusion", {}, "machine_speed")
-    for key in NOTEBOOK_SETTINGS:
-        sizes.pop(key)
+    sizes = model_sizes(p, "diffusion", {}, "machine_speed")
     side = p.data.image_size // 2 ** (len(p.autoencoder.block_out_channels) - 1)
     config = {**sizes, "data_shape": [p.autoencoder.latent_channels, side, side],
               "clip": {"width": p.clip.text_width, "context_length": p.clip.context_length}}

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints, conditioning, gan
-from .profiles import get_profile, section_with
+from .profiles import get_profile, model_sizes
 
 __all__ = [
     # 1. config
@@ -112,7 +112,7 @@ def galip_config(profile=None, encoder=None, **changes) -> dict:
         changes: overrides of the profile's ``galip`` section (e.g. ``prompts=False``).
     """
     p = get_profile(profile)
-    sizes = section_with(p, "galip", changes, "galip_config")
+    sizes = model_sizes(p, "galip", changes, "galip_config")
     if sizes["d_head"] not in ("concat", "projection"):
         raise ValueError(f"d_head={sizes['d_head']!r}: use 'concat' (GALIP's) or 'projection'.")
     encoder = encoder if encoder is not None else conditioning.text_encoder(p)

@@ -346,7 +346,8 @@ class GANMethod(Method):
         betas = (0.0, 0.9)
         self.optimizers = {
             "generator": torch.optim.Adam(model.generator.parameters(), lr=config["lr_g"], betas=betas),
-            "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=config["lr_d"], betas=betas),
+            "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=config["lr_d"],
+                                              betas=betas),
         }
         self.schedulers = {}
         self.ema_decay = {"generator": config["ema_decay"]} if config.get("ema_decay") else {}

@@ -167,7 +167,6 @@ class DiffusionSizes:
     block_out_channels: tuple = (64, 128)   # one UNet level each (cross-attention in every one)
     layers_per_block: int = 1
     attention_heads: int = 4
-    coord_channels: bool = False   # two x/y channels beside the UNet's input (CoordConv)
     prediction_type: str = "v_prediction"   # or "epsilon"
     beta_schedule: str = "squaredcos_cap_v2"
     train_timesteps: int = 1_000
@@ -433,6 +432,30 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 PROFILE_NAMES = tuple(PROFILES)
+
+
+#: Per profile section, the settings only a notebook reads (how it measures: side runs,
+#: prompts, sampler settings of its reports). They are never part of a model's config, so
+#: changing one never invalidates a trained checkpoint. :func:`model_sizes` drops them.
+NOTEBOOK_SETTINGS: dict[str, tuple[str, ...]] = {
+    "galip": ("ablation_steps",),
+    "vae": ("compare_steps", "compare_minutes"),
+    "diffusion": ("sampler", "sample_steps", "guidance", "n_eval", "n_curve", "curve_steps",
+                  "guidance_scales", "cost_batch", "stability_seeds", "stability_steps",
+                  "reference_guidance"),
+    "prior": ("sample_steps", "guidance", "n_eval"),
+    "decoder": ("sample_steps", "guidance", "n_probe", "variations", "n_invert", "inversion_steps", "n_eval"),
+}
+
+
+def model_sizes(profile: Profile, section: str, changes, where: str) -> dict:
+    """:func:`section_with` without the section's :data:`NOTEBOOK_SETTINGS`: what a model's
+    config starts from (a change to a notebook-only setting is checked as a field of the
+    section, then left out: it changes how the notebook measures, not the model)."""
+    sizes = section_with(profile, section, changes, where)
+    for key in NOTEBOOK_SETTINGS.get(section, ()):
+        sizes.pop(key)
+    return sizes
 
 
 def section_with(profile: Profile, section: str, changes, where: str) -> dict:

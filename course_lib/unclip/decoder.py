@@ -33,7 +33,7 @@ from ..diffusion import (
     make_scheduler,
     unfold,
 )
-from ..profiles import get_profile, profile_of, section_with
+from ..profiles import get_profile, model_sizes, profile_of
 from ..runtime import seeded_noise
 from ..training import fit, unwrap
 from .prior import check_embeddings, image_embeddings
@@ -48,11 +48,8 @@ def decoder_config(profile=None, encoder=None, autoencoder=None, **changes) -> d
     """The decoder's config: notebook 06's diffusion config (UNet sizes, schedule, latent
     space) with the ``decoder`` section's conditioning and budget on top."""
     p = get_profile(profile)
-    own = section_with(p, "decoder", changes, "decoder_config")
+    own = model_sizes(p, "decoder", changes, "decoder_config")
     base = diffusion_config(p, encoder, autoencoder)
-    for key in ("sample_steps", "guidance", "n_probe", "variations", "n_invert", "inversion_steps",
-                "n_eval"):                               # sampling and measuring, not the model
-        own.pop(key)
     # DiffusionMethod's dropout hook reads "caption_dropout": here it drops z_i
     return {**base, **own, "caption_dropout": own["z_dropout"]}
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import checkpoints, conditioning
-from ..profiles import get_profile, profile_of, section_with
+from ..profiles import get_profile, model_sizes, profile_of
 from ..training import Method, fit, unwrap
 
 __all__ = ["PRIOR_CHECKPOINT", "MLP_CHECKPOINT", "prior_config", "PriorModel", "build_prior",
@@ -64,9 +64,7 @@ def check_embeddings(z: torch.Tensor, dim: int, what: str = "embeddings") -> tor
 def prior_config(profile=None, encoder=None, **changes) -> dict:
     """Everything that defines the prior of a profile (the ``prior`` section + its CLIP)."""
     p = get_profile(profile)
-    sizes = section_with(p, "prior", changes, "prior_config")
-    for key in ("sample_steps", "guidance", "n_eval"):         # sampling, not the model
-        sizes.pop(key)
+    sizes = model_sizes(p, "prior", changes, "prior_config")
     encoder = encoder if encoder is not None else conditioning.text_encoder(p)
     return {**sizes, "image_size": p.data.image_size, "seed": p.seed, "profile": p.name,
             # diffusion's make_scheduler reads these three names

@@ -40,7 +40,7 @@ from ..conditioning import (
     text_encoder,
 )
 from ..images import check_images
-from ..profiles import get_profile
+from ..profiles import NOTEBOOK_SETTINGS, get_profile
 from ..runtime import seeded_noise
 from ..training import Method, fit
 
@@ -91,6 +91,8 @@ def vae_config(profile=None, *, encoder=None, **overrides) -> dict:
         raise TypeError(f"vae_config: unknown setting(s) {unknown}; the VAE's settings are "
                         f"{sorted(v.__dataclass_fields__)}.")
     sizes = {**{k: getattr(v, k) for k in v.__dataclass_fields__}, **overrides}
+    for key in NOTEBOOK_SETTINGS["vae"]:       # how notebook 05 measures, not what the model is
+        sizes.pop(key)
     _check_fusion(sizes["fusion"])
     encoder = text_encoder(p) if encoder is None else encoder
     return {**sizes, "image_size": p.data.image_size, "n_train": p.data.n_train,
