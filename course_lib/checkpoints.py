@@ -618,7 +618,8 @@ def _load_shipped(name: str, path: Path, config: Mapping, build, device) -> tupl
     """Build a model from a shipped checkpoint's own config and load it (fp16 weights are
     cast to the model's dtype). A file that no longer fits the code is a clear error."""
     card = read_card(path)
-    use_config = card.get("config", {})
+    use_config = {k: v for k, v in card.get("config", {}).items()
+                  if not (k in RETIRED_CONFIG_KEYS and k not in config)}
     fix = (f"Fix: regenerate it with `{regenerate_command(name)}` (or delete {_short(path)} "
            "to train your own).")
     if set(use_config) != set(config):
