@@ -8,6 +8,7 @@ they call. One notebook <-> one module, named alike:
 module         what it holds
 =============  =========================================================
 profiles       smoke / cpu / gpu sizes, chosen by COURSE_PROFILE
+paths          where data, caches and checkpoints live (COURSE_DATA_DIR)
 runtime        device, seeding, mixed precision, timers
 data/          the generated world, one module per stage: vocabulary
                (attributes, captions), render, splits (and their
@@ -25,8 +26,11 @@ clip/          the course's small CLIP (open_clip): embed, model (config, loss, 
 metrics/       the evaluation kit: inputs, judge, measures (alignment,
                Frechet distance, diversity, CLIP score, speed),
                report (evaluate(), Report)                  (notebook 02)
-conditioning   what every generator shares: the frozen CLIP text
-               encoder, its fingerprint, the finish of sample()
+conditioning   the generator contract (load_or_train_<name> ->
+               (model, card); sample(model, captions, *, seed,
+               noise) -> images) and what every generator
+               shares: the frozen CLIP text encoder, its
+               fingerprint, caption and noise checks, slerp
 gan            a CLIP-conditioned GAN (DF-GAN style): losses,
                training, sampling, interpolation           (notebook 03)
 galip          GALIP: the frozen CLIP inside both players (Mate-D
@@ -38,12 +42,21 @@ diffusion      text-conditioned latent diffusion: a diffusers UNet
                guided sampling loop (ddpm/ddim/dpm)        (notebook 06)
 unclip/        unCLIP (DALL-E 2): the PriorTransformer prior, the
                decoder on diffusion, variations, slerp, text diffs,
-               DDIM inversion                (notebook 07, in progress)
-registry       what the training command can train (each module
-               registers its load-or-train function)
+               DDIM inversion                               (notebook 07)
+selfcheck      the notebooks' closing self-checks (bars, records)
+registry       one table of every model: load-or-train, what it
+               needs first, its profile section, its sampler
 train          python -m course_lib.train <name>|all: every model
                outside Jupyter, references, bundles
 =============  =========================================================
+
+How the course runs sits apart, in ``tooling/`` (no notebook imports it): run_course
+(``make course``: every notebook headless, offline pages, times and self-checks), pages,
+kernel (the ``clip-course`` Jupyter kernel) and the pytest plugin (nbval in that kernel).
+
+Imports point down this table's layers (profiles, runtime, images, text at the bottom;
+data, training, checkpoints; clip; metrics; conditioning; the generators; registry and
+train on top), never in circles: ``tests/test_repo.py`` walks them.
 
 A name ending in / is a package split by stage; it re-exports every public name, so
 ``from course_lib import clip; clip.encode_text`` works as for a module.
@@ -54,4 +67,5 @@ Submodules are imported on use (``from course_lib import data``) so that
 __version__ = "0.1.0"
 
 __all__ = ["profiles", "runtime", "data", "images", "text", "training", "checkpoints", "viz", "paths", "clip",
-           "metrics", "conditioning", "gan", "galip", "vae", "diffusion", "unclip", "registry", "train"]
+           "metrics", "conditioning", "gan", "galip", "vae", "diffusion", "unclip", "selfcheck", "registry",
+           "train", "tooling"]

@@ -11,8 +11,8 @@ Read top-down:
 
 1. Config: :func:`diffusion_config` (the profile's ``diffusion`` section, the CLIP and the
    autoencoder it depends on), :func:`make_scheduler` (``"ddpm" | "ddim" | "dpm"``).
-2. The model: :func:`build_unet` (diffusers ``UNet2DConditionModel``), :func:`fold` /
-   :func:`unfold` (2x2 latent cells folded into channels), :class:`DiffusionModel`
+2. The model: :func:`build_unet` (diffusers ``UNet2DConditionModel``), :func:`to_patches` /
+   :func:`from_patches` (2x2 latent cells folded into channels), :class:`DiffusionModel`
    (the UNet and the learned null caption: one checkpoint).
 3. The objective: :func:`diffusion_loss` (epsilon or v prediction, min-SNR weights).
 4. Training: :class:`DiffusionMethod` for :func:`course_lib.training.fit` (hooks
@@ -38,6 +38,7 @@ from torch import nn
 from . import checkpoints, conditioning
 from .profiles import NOTEBOOK_SETTINGS as _NOTEBOOK_SETTINGS
 from .profiles import get_profile, model_sizes, profile_of
+from .runtime import renamed
 from .training import Method, fit, unwrap
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
     "CHECKPOINT", "SCHEDULERS", "PREDICTION_TYPES", "NOTEBOOK_SETTINGS", "UnknownSchedulerError", "diffusion_config",
     "make_scheduler",
     # 2. the model
-    "build_unet", "fold", "unfold", "DiffusionModel", "build_diffusion", "data_shape",
+    "build_unet", "to_patches", "from_patches", "fold", "unfold", "DiffusionModel", "build_diffusion", "data_shape",
     # 3. the objective
     "min_snr_weights", "diffusion_loss",
     # 4. training
@@ -147,7 +148,7 @@ def build_unet(config: Mapping, **extra) -> nn.Module:
     """The denoiser: a diffusers ``UNet2DConditionModel`` sized by ``config``.
 
     Every level has cross-attention to the text tokens (``CrossAttnDownBlock2D``); the
-    UNet sees the data folded by ``config["patch"]`` (:func:`fold`). ``extra`` goes to
+    UNet sees the data folded by ``config["patch"]`` (:func:`to_patches`). ``extra`` goes to
     the UNet unchanged, e.g. ``class_embed_type="projection",
     projection_class_embeddings_input_dim=128`` for unCLIP's decoder (notebook 07).
     """
@@ -168,8 +169,9 @@ def build_unet(config: Mapping, **extra) -> nn.Module:
     return UNet2DConditionModel(**kwargs)
 
 
-def fold(x: torch.Tensor, patch: int) -> torch.Tensor:
-    """``(N, C, H, W) -> (N, C·p², H/p, W/p)``: each p×p cell becomes p² channels.
+def to_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """``(N, C, H, W) -> (N, C·p², H/p, W/p)``: each p×p cell becomes p² channels
+    (``pixel_unshuffle``; torch's ``F.fold`` is something else, im2col's inverse).
 
     The UNet then works on a 4× smaller map (p = 2), which costs ~4× less per step, and
     every 2×2 cell is still seen whole (the trick of pixel-space trials with 32×32 images).
@@ -177,9 +179,13 @@ def fold(x: torch.Tensor, patch: int) -> torch.Tensor:
     return F.pixel_unshuffle(x, patch) if patch > 1 else x
 
 
-def unfold(x: torch.Tensor, patch: int) -> torch.Tensor:
-    """The inverse of :func:`fold`."""
+def from_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """The inverse of :func:`to_patches` (``pixel_shuffle``)."""
     return F.pixel_shuffle(x, patch) if patch > 1 else x
+
+
+fold = renamed(to_patches, "diffusion.fold")
+unfold = renamed(from_patches, "diffusion.unfold")
 
 
 def data_shape(model) -> tuple[int, int, int]:
@@ -299,7 +305,7 @@ class DiffusionMethod(Method):
 
     def training_step(self, batch, ctx) -> dict:
         cfg, sched = self.config, self.noise_scheduler
-        x0 = fold(batch[0], int(cfg["patch"]))
+        x0 = to_patches(batch[0], int(cfg["patch"]))
         noise = torch.randn_like(x0)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), device=x0.device)
         x_t = sched.add_noise(x0, noise, t)
@@ -412,7 +418,7 @@ def measure_cost(config: Mapping, batch_size: int = 32, repeats: int = 2) -> dic
     method = DiffusionMethod(model, None, config)
     sched = method.noise_scheduler
     c, h, w = config["data_shape"]
-    x0 = fold(torch.randn(batch_size, c, h, w), int(config["patch"]))
+    x0 = to_patches(torch.randn(batch_size, c, h, w), int(config["patch"]))
     cond = model.null_condition(batch_size)
     opt = method.optimizers["diffusion"]
 
@@ -555,8 +561,8 @@ def sampling_defaults(model) -> dict:
 
 
 @torch.no_grad()
-def sample(model: DiffusionModel, captions, *, seed: int = 0, steps: int | None = None,
-           guidance: float | None = None, scheduler: str | None = None, batch_size: int = 256,
+def sample(model: DiffusionModel, captions, *, seed: int = 0, noise: torch.Tensor | None = None,
+           steps: int | None = None, guidance: float | None = None, scheduler: str | None = None, batch_size: int = 256,
            on_step: Callable | None = None, return_latents: bool = False) -> torch.Tensor:
     """One image per caption: float ``(N, 3, H, W)`` in [-1, 1] (the course's convention).
 
@@ -564,6 +570,9 @@ def sample(model: DiffusionModel, captions, *, seed: int = 0, steps: int | None 
         model: a :class:`DiffusionModel` from :func:`load_or_train_diffusion`.
         captions: a list of captions (one str is a list of one).
         seed: the noise seed: the same seed, captions and settings give the same images.
+        noise: the starting noise ``(N, *data_shape(model))`` instead of drawing it from
+            ``seed`` (e.g. one noise for every caption); the sampler's own noise (stochastic
+            schedulers) still comes from ``seed``.
         steps / guidance / scheduler: default :func:`sampling_defaults` (the profile's
             ``sample_steps``, ``guidance``, ``sampler``); scheduler one of :data:`SCHEDULERS`.
         batch_size: captions per loop (each batch gets its own slice of the seeded noise).
@@ -573,7 +582,8 @@ def sample(model: DiffusionModel, captions, *, seed: int = 0, steps: int | None 
     Raises:
         ValueError: steps < 1 or above the training schedule, guidance < 0, an unknown
             scheduler name (``UnknownSchedulerError``), empty captions, a caption longer
-            than CLIP's context (``CaptionError``).
+            than CLIP's context (``CaptionError``), noise of another shape
+            (``conditioning.NoiseShapeError``).
     """
     cfg = model.config
     defaults = sampling_defaults(model)
@@ -586,8 +596,10 @@ def sample(model: DiffusionModel, captions, *, seed: int = 0, steps: int | None 
     device = model.null_tokens.device
     patch = int(cfg["patch"])
     shape = data_shape(model)
-    g = torch.Generator().manual_seed(int(seed))
-    noise = torch.randn(len(captions), *shape, generator=g)
+    if noise is None:
+        noise = torch.randn(len(captions), *shape, generator=torch.Generator().manual_seed(int(seed)))
+    else:
+        noise = conditioning.check_noise(noise, (len(captions), *shape), "diffusion.sample(noise)")
     step_gen = torch.Generator().manual_seed(int(seed) + 1)
     was = model.training
     model.eval()
@@ -596,10 +608,10 @@ def sample(model: DiffusionModel, captions, *, seed: int = 0, steps: int | None 
         chunk = captions[s:s + batch_size]
         cond = encode_captions(model, chunk)
         uncond = model.null_condition(len(chunk)) if guidance != 1.0 else None
-        z = denoise(model, fold(noise[s:s + batch_size].to(device), patch), cond, uncond,
+        z = denoise(model, to_patches(noise[s:s + batch_size].to(device), patch), cond, uncond,
                     scheduler=sched, steps=steps, guidance=guidance, generator=step_gen,
                     on_step=on_step)
-        outs.append(unfold(z, patch))
+        outs.append(from_patches(z, patch))
     model.train(was)
     latents = torch.cat(outs)
     images = decode(model, latents)

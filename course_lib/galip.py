@@ -40,6 +40,7 @@ repository hard-wired to ViT-B/32 at 224 pixels); its parts are the lesson.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -446,7 +447,7 @@ class GALIPMethod(gan.GANMethod):
         return clip_features(self.encoder.clip, fake, self.config["taps"], embedding=True)
 
     def clip_term(self, fake, embedding, s):
-        # gan.clip_loss's formula, on the embedding the generator's pass already computed
+        # gan.clip_distance's formula, on the embedding the generator's pass already computed
         return (1.0 - (embedding * F.normalize(s, dim=-1)).sum(dim=-1)).mean()
 
 
@@ -525,12 +526,16 @@ def load_or_train_galip(profile=None, *, retrain: bool = False, config: Mapping 
 # =============================================================================
 
 
-def sample(model: GALIP, captions, *, seed: int = 0, truncation: float = 1.0, z=None, embeddings=None,
-           batch_size: int = 1024) -> torch.Tensor:
+def sample(model: GALIP, captions, *, seed: int = 0, noise=None, truncation: float = 1.0,
+           embeddings=None, batch_size: int = 1024, z=None) -> torch.Tensor:
     """One image per caption: float ``(N, 3, H, W)`` in [-1, 1]; see :func:`course_lib.gan.sample`
     (the same arguments, errors and determinism: the same seed and captions give the same images)."""
-    return gan.sample(model, captions, seed=seed, truncation=truncation, z=z, embeddings=embeddings,
-                      batch_size=batch_size)
+    if z is not None:
+        warnings.warn("galip.sample(z=...) is now sample(noise=...), the name every generator uses.",
+                      DeprecationWarning, stacklevel=2)
+        noise = z if noise is None else noise
+    return gan.sample(model, captions, seed=seed, noise=noise, truncation=truncation,
+                      embeddings=embeddings, batch_size=batch_size)
 
 
 interpolate_noise = gan.interpolate_noise

@@ -18,7 +18,7 @@ Read top-down:
    ``"concat"`` head as DF-GAN, or a ``"projection"`` head as Miyato & Koyama 2018),
    :class:`TextToImageGAN` (both players in one checkpoint).
 3. Losses, as plain functions: :func:`mismatched`, :func:`d_hinge_loss`,
-   :func:`g_hinge_loss`, :func:`ma_gradient_penalty`, :func:`clip_loss`.
+   :func:`g_hinge_loss`, :func:`ma_gradient_penalty`, :func:`clip_distance`.
 4. Training: :class:`GANMethod` (two optimizers, one step of each player per
    ``fit`` step), :func:`training_batches`, :func:`train_gan`, :func:`load_or_train_gan`.
 5. Sampling: :func:`sample` (the course's convention), :func:`interpolate_noise`,
@@ -33,6 +33,7 @@ losses are the lesson. Everything around the step -- devices, EMA (diffusers'
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -42,8 +43,8 @@ from torch import nn
 from . import checkpoints, conditioning
 from .conditioning import slerp  # noqa: F401  (gan.slerp, as notebook 03 calls it)
 from .profiles import get_profile, section_with
-from .runtime import seeded_noise
-from .training import Method, fit, unwrap
+from .runtime import renamed, seeded_noise
+from .training import Method, count_parameters, fit, unwrap  # noqa: F401  (gan.count_parameters, notebook 03)
 
 __all__ = [
     # 1. config
@@ -52,7 +53,7 @@ __all__ = [
     "Affine", "UpBlock", "Generator", "DownBlock", "Discriminator", "TextToImageGAN", "build_gan",
     "count_parameters",
     # 3. losses
-    "mismatched", "d_hinge_loss", "g_hinge_loss", "ma_gradient_penalty", "clip_loss",
+    "mismatched", "d_hinge_loss", "g_hinge_loss", "ma_gradient_penalty", "clip_distance", "clip_loss",
     # 4. training
     "GANMethod", "training_batches", "train_gan", "load_or_train_gan",
     # 5. sampling
@@ -251,11 +252,6 @@ def build_gan(config: Mapping) -> TextToImageGAN:
     return TextToImageGAN(config)
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Trainable parameters of a module."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 # =============================================================================
 # 3. Losses (plain functions; notebook 03 writes each from scratch first)
 # =============================================================================
@@ -307,8 +303,9 @@ def ma_gradient_penalty(score: torch.Tensor, inputs: Sequence[torch.Tensor], k: 
     return k * flat.norm(2, dim=1).pow(p).mean()
 
 
-def clip_loss(clip_model: nn.Module, images: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """The article's CLIP loss: ``mean(1 - cos(CLIP image embedding, text embedding))``.
+def clip_distance(clip_model: nn.Module, images: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """The article's CLIP loss, a cosine distance: ``mean(1 - cos(CLIP image embedding, text
+    embedding))`` (not CLIP's own contrastive loss, which is ``clip.clip_loss``).
 
     ``images`` are generated float images in [-1, 1] (with their graph); the frozen CLIP
     passes gradients to them but is never updated. No image check here on purpose:
@@ -319,6 +316,9 @@ def clip_loss(clip_model: nn.Module, images: torch.Tensor, s: torch.Tensor) -> t
     x = to_model_input(clip_model, images)
     e = F.normalize(clip_model.encode_image(x), dim=-1)
     return (1.0 - (e * F.normalize(s, dim=-1)).sum(dim=-1)).mean()
+
+
+clip_loss = renamed(clip_distance, "gan.clip_loss")
 
 
 # =============================================================================
@@ -364,7 +364,7 @@ class GANMethod(Method):
 
     def clip_term(self, fake: torch.Tensor, embedding: torch.Tensor | None, s: torch.Tensor) -> torch.Tensor:
         """The article's CLIP loss: 1 − cos(CLIP image embedding of the fakes, s)."""
-        return clip_loss(self.encoder.clip, fake, s)
+        return clip_distance(self.encoder.clip, fake, s)
 
     def training_step(self, batch, ctx) -> dict:
         images, captions = batch[0], batch[1]
@@ -506,7 +506,7 @@ def load_or_train_gan(profile=None, *, retrain: bool = False, config: Mapping | 
 # =============================================================================
 
 
-def noise(n: int, dim: int, seed: int = 0, truncation: float = 1.0, device=None) -> torch.Tensor:
+def draw_noise(n: int, dim: int, seed: int = 0, truncation: float = 1.0, device=None) -> torch.Tensor:
     """``n`` noise vectors from a seeded generator (the same seed, the same vectors),
     scaled by ``truncation`` (the truncation trick: ψ < 1 draws closer to the mean)."""
     if not (isinstance(truncation, (int, float)) and 0.0 < truncation <= 1.0):
@@ -516,26 +516,36 @@ def noise(n: int, dim: int, seed: int = 0, truncation: float = 1.0, device=None)
     return z.to(device) if device is not None else z
 
 
+noise = draw_noise      # the old name; ``sample``'s keyword ``noise`` now means the tensor itself
+
+
 @torch.no_grad()
-def sample(model: TextToImageGAN, captions, *, seed: int = 0, truncation: float = 1.0,
-           z: torch.Tensor | None = None, embeddings: torch.Tensor | None = None,
-           batch_size: int = 1024) -> torch.Tensor:
+def sample(model: TextToImageGAN, captions, *, seed: int = 0, noise: torch.Tensor | None = None,
+           truncation: float = 1.0, embeddings: torch.Tensor | None = None,
+           batch_size: int = 1024, z: torch.Tensor | None = None) -> torch.Tensor:
     """One image per caption: float ``(N, 3, H, W)`` in [-1, 1] (the course's convention).
 
     Args:
         model: a :class:`TextToImageGAN` with its text encoder (from :func:`load_or_train_gan`).
         captions: a list of captions (one str is a list of one).
         seed: the noise seed: the same seed and captions give the same images.
-        truncation: ψ in (0, 1], see :func:`noise`.
-        z: explicit noise ``(N, noise_dim)`` instead of ``seed`` (interpolations).
+        noise: explicit z ``(N, noise_dim)`` instead of drawing it from ``seed``
+            (interpolations); used as given (``truncation`` scales only drawn noise).
+        truncation: ψ in (0, 1], see :func:`draw_noise`.
         embeddings: explicit sentence embeddings ``(N, D)`` instead of encoding
             ``captions`` (caption interpolation); then ``captions`` may be None.
         batch_size: images per forward pass.
+        z: the old name of ``noise`` (deprecated).
 
     Raises:
         ValueError / TypeError: empty or non-string captions, a caption too long for
-            CLIP (``CaptionError``), a truncation outside (0, 1], noise of the wrong shape.
+            CLIP (``CaptionError``), a truncation outside (0, 1], noise of the wrong shape
+            (``conditioning.NoiseShapeError``).
     """
+    if z is not None:
+        warnings.warn("gan.sample(z=...) is now sample(noise=...), the name every generator uses.",
+                      DeprecationWarning, stacklevel=2)
+        noise = z if noise is None else noise
     G = model.generator
     device = next(G.parameters()).device
     if embeddings is None:
@@ -544,10 +554,10 @@ def sample(model: TextToImageGAN, captions, *, seed: int = 0, truncation: float 
     else:
         s = embeddings.to(device, torch.float32)
     n = len(s)
-    if z is None:
-        z = noise(n, G.noise_dim, seed, truncation, device)
-    elif tuple(z.shape) != (n, G.noise_dim):
-        raise ValueError(f"z must be ({n}, {G.noise_dim}) for {n} captions, got {tuple(z.shape)}")
+    if noise is None:
+        z = draw_noise(n, G.noise_dim, seed, truncation, device)
+    else:
+        z = conditioning.check_noise(noise, (n, G.noise_dim), "gan.sample(noise)")
     was = G.training
     G.eval()
     out = torch.cat([G(z[i:i + batch_size].to(device), s[i:i + batch_size])
@@ -562,9 +572,9 @@ def interpolate_noise(model: TextToImageGAN, caption: str, n: int = 8, *, seed_a
                       seed_b: int = 1) -> torch.Tensor:
     """One caption, noise moving from seed ``seed_a`` to ``seed_b`` (slerp): ``n`` images."""
     G = model.generator
-    za, zb = noise(1, G.noise_dim, seed_a)[0], noise(1, G.noise_dim, seed_b)[0]
+    za, zb = draw_noise(1, G.noise_dim, seed_a)[0], draw_noise(1, G.noise_dim, seed_b)[0]
     z = slerp(za, zb, torch.linspace(0, 1, n))
-    return sample(model, [caption] * n, z=z)
+    return sample(model, [caption] * n, noise=z)
 
 
 def interpolate_captions(model: TextToImageGAN, caption_a: str, caption_b: str, n: int = 8, *,
@@ -573,5 +583,5 @@ def interpolate_captions(model: TextToImageGAN, caption_a: str, caption_b: str, 
     enc = conditioning.get_text_encoder(model)
     sa, sb = enc.pooled(conditioning.check_captions([caption_a, caption_b]))
     s = slerp(sa.cpu(), sb.cpu(), torch.linspace(0, 1, n))
-    z = noise(1, model.generator.noise_dim, seed).expand(n, -1)
-    return sample(model, None, z=z, embeddings=s)
+    z = draw_noise(1, model.generator.noise_dim, seed).expand(n, -1)
+    return sample(model, None, noise=z, embeddings=s)

@@ -14,17 +14,21 @@ is one row. ``registered()`` returns every entry by name, its functions resolved
 Fields of an entry:
 
 * ``name``          -- the checkpoint name and the command's argument (``gan``).
-* ``load_or_train`` -- ``load_or_train(profile=None, *, retrain=False, **changes)``; returns
-  ``(model, card)`` or a model with a ``card`` attribute.
+* ``load_or_train`` -- ``load_or_train(profile=None, *, retrain=False, **changes)`` returning
+  ``(model, card)``, the contract of :mod:`course_lib.conditioning`.
 * ``after``         -- names trained first (the command orders by these).
 * ``section``       -- the profile section holding its sizes (``profile.gan``), if any.
 * ``summarise``     -- optional ``summarise(model, card, profile) -> dict`` of key numbers
   (e.g. from ``metrics.evaluate``) for the command's summary table.
 * ``reference``     -- optional changes to the section for ``--reference`` (longer budget,
   bigger sizes); a mapping, or the ``"module:attribute"`` of one.
-* ``sample``        -- a generator's ``sample(model, captions, *, seed)``: the command grades
-  it with ``metrics.evaluate`` (alignment, Fréchet distance, images/s) when it has no
-  ``summarise`` of its own.
+* ``sample``        -- a generator's ``sample(model, captions, *, seed=0, noise=None, **options)``
+  (the contract of :mod:`course_lib.conditioning`): the command grades it with
+  ``metrics.evaluate`` (alignment, Fréchet distance, images/s) when it has no ``summarise``
+  of its own, and ``tests/test_contract.py`` holds it to the contract. An entry with a
+  ``sample`` is a *generator* (:func:`generators`).
+* ``trains``        -- False for a generator made of others' checkpoints (unCLIP joins the
+  prior and the decoder): the command trains and ships its parts, and grades it.
 * ``prepare_reference`` -- ``prepare_reference(state_dict)`` changes a model's weights in
   place before it is shipped as a reference (CLIP zeroes the token rows the world never uses).
 """
@@ -36,7 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Trainable", "TABLE", "register", "registered", "in_order", "UnknownModelError"]
+__all__ = ["Trainable", "TABLE", "register", "registered", "generators", "in_order", "UnknownModelError"]
 
 class UnknownModelError(KeyError):
     """A name the training command does not know (the known ones are listed)."""
@@ -55,6 +59,7 @@ class Trainable:
     reference: Mapping[str, Any] | str = field(default_factory=dict)
     sample: Callable[..., Any] | str | None = None
     prepare_reference: Callable[..., Any] | str | None = None
+    trains: bool = True
 
     def resolved(self) -> Trainable:
         """The entry with every ``"module:attribute"`` imported."""
@@ -78,7 +83,7 @@ def _resolve(value):
 TABLE: tuple[Trainable, ...] = (
     Trainable("clip", "course_lib.clip:load_or_train_clip", section="clip",
               prepare_reference="course_lib.clip:keep_world_tokens"),
-    Trainable("judge", "course_lib.metrics:load_judge", section="judge"),
+    Trainable("judge", "course_lib.metrics:load_or_train_judge", section="judge"),
     Trainable("gan", "course_lib.gan:load_or_train_gan", after=("clip", "judge"), section="gan",
               sample="course_lib.gan:sample"),
     Trainable("galip", "course_lib.galip:load_or_train_galip", after=("clip", "judge"), section="galip",
@@ -95,7 +100,9 @@ TABLE: tuple[Trainable, ...] = (
               section="prior"),
     Trainable("unclip-decoder", "course_lib.unclip:load_or_train_decoder",
               after=("clip", "judge", "autoencoder"), section="decoder",
-              reference={"steps": 3_000, "max_minutes": 60.0}, sample="course_lib.unclip:generate_no_prior"),
+              reference={"steps": 3_000, "max_minutes": 60.0}, sample="course_lib.unclip:sample_no_prior"),
+    Trainable("unclip", "course_lib.unclip:load_or_train_unclip", after=("unclip-prior", "unclip-decoder"),
+              sample="course_lib.unclip:sample", trains=False),
 )
 
 _EXTRA: dict[str, Trainable] = {}
@@ -104,11 +111,11 @@ _EXTRA: dict[str, Trainable] = {}
 def register(name: str, load_or_train: Callable[..., Any] | str, *, after=(), section: str | None = None,
              summarise=None, reference: Mapping[str, Any] | str | None = None,
              sample: Callable[..., Any] | str | None = None,
-             prepare_reference: Callable[..., Any] | str | None = None) -> Trainable:
+             prepare_reference: Callable[..., Any] | str | None = None, trains: bool = True) -> Trainable:
     """Add a model beside the table (e.g. one of your own, in a script): the command then
     trains it like the course's. A name of the table is replaced."""
     entry = Trainable(name, load_or_train, tuple(after), section, summarise, reference or {},
-                      sample, prepare_reference)
+                      sample, prepare_reference, trains)
     _EXTRA[name] = entry
     return entry
 
@@ -117,6 +124,11 @@ def registered() -> dict[str, Trainable]:
     """Every model by name: the table, then any :func:`register`-ed ones, functions imported."""
     entries = {e.name: e for e in TABLE} | _EXTRA
     return {name: entry.resolved() for name, entry in entries.items()}
+
+
+def generators() -> dict[str, Trainable]:
+    """The registered entries that make images from captions (those with a ``sample``)."""
+    return {name: entry for name, entry in registered().items() if entry.sample is not None}
 
 
 def in_order(names=None) -> list[Trainable]:

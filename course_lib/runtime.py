@@ -18,10 +18,26 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything", "seeded_generator", "seeded_noise", "mixed_precision_for",
+__all__ = ["renamed", "get_device", "seed_everything", "seeded_generator", "seeded_noise", "mixed_precision_for",
            "get_accelerator",
            "num_processes", "is_main_process", "wait_for_everyone",
            "Timer", "timed", "synchronize", "default_num_workers", "describe_runtime"]
+
+
+def renamed(function, old_name: str):
+    """``function`` under the ``old_name`` it once had: calls it, with a DeprecationWarning that
+    names the new one (kept only where a notebook or the README used the old name)."""
+    import functools
+    import warnings
+
+    @functools.wraps(function)
+    def old(*args, **kwargs):
+        warnings.warn(f"{old_name} is now {function.__module__.removeprefix('course_lib.')}."
+                      f"{function.__name__}; the old name will go.", DeprecationWarning, stacklevel=2)
+        return function(*args, **kwargs)
+
+    old.__name__ = old.__qualname__ = old_name.rpartition(".")[2]
+    return old
 
 
 def get_device(preferred: str | torch.device | None = None) -> torch.device:

@@ -96,7 +96,7 @@ def test_build_gives_an_open_clip_model_with_the_course_preprocessing():
     assert isinstance(model, open_clip.CLIP)
     assert model.context_length == 24
     assert open_clip.get_model_preprocess_cfg(model)["mean"] == (0.5, 0.5, 0.5)
-    counts = clip.count_parameters(model)
+    counts = clip.parameter_counts(model)
     assert counts["total"] == sum(p.numel() for p in model.parameters())
 
 

@@ -152,14 +152,14 @@ def test_every_course_process_starts_with_passive_openmp_threads(pytestconfig, m
     """Item 17: OMP_WAIT_POLICY=PASSIVE wherever the course starts Python."""
     import os
 
-    from course_lib import kernel, run_course
+    from course_lib.tooling import kernel, run_course
 
     spec = json.loads((kernel.SPEC_DIR / "kernel.json").read_text())
     assert spec["env"]["OMP_WAIT_POLICY"] == "PASSIVE" and spec["argv"][0] == "python"
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^export OMP_WAIT_POLICY \?= PASSIVE$", makefile, re.M)
     lab = makefile.split("\nlab:")[1].split("\n\n")[0]
-    assert "-m course_lib.kernel" in lab, "make lab must install the course kernel"
+    assert "-m course_lib.tooling.kernel" in lab, "make lab must install the course kernel"
     installed = Path(kernel.install(prefix=str(tmp_path))) / "kernel.json"
     assert json.loads(installed.read_text())["env"] == spec["env"]
     if hasattr(pytestconfig.option, "nbval_kernel_name"):
@@ -180,7 +180,7 @@ def test_notebook_uses_the_course_kernel(nb):
 
 
 def test_every_formula_of_the_notebooks_renders_without_the_internet():
-    """The built pages render maths at build time (course_lib.pages): each formula must be
+    """The built pages render maths at build time (course_lib.tooling.pages): each formula must be
     one that matplotlib's mathtext reads, or the page would show it as raw LaTeX."""
     from course_lib import pages
 
@@ -353,3 +353,16 @@ def test_no_course_lib_module_is_past_the_size_rule():
     long = {str(p.relative_to(ROOT)): n for p in COURSE_LIB.rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
     assert not long, f"split these by stage (the rule: <= {MAX_MODULE_LINES} lines): {long}"
+
+
+def test_the_layout_tables_name_every_module():
+    """course_lib/__init__.py's table and README's layout section describe the package as it is."""
+    import course_lib
+
+    pkg = ROOT / "course_lib"
+    names = {p.stem for p in pkg.glob("*.py") if p.stem != "__init__"}
+    names |= {p.name for p in pkg.iterdir() if (p / "__init__.py").exists()}
+    layout = README.split("## Repository layout", 1)[1]
+    for name in sorted(names):
+        assert re.search(rf"\b{name}\b", course_lib.__doc__), f"course_lib/__init__.py's table lacks {name}"
+        assert re.search(rf"\b{name}\b", layout), f"README's layout section lacks {name}"

@@ -1,5 +1,4 @@
 """The training command (python -m course_lib.train) and the reference checkpoints."""
-import json
 
 import pytest
 import torch
@@ -167,6 +166,7 @@ def test_shipped_references_reproduce(path, monkeypatch):
 
 def test_bundle_is_fp16_and_sampling_only(tmp_data):
     import tarfile
+
     from safetensors.torch import load_file
     model = torch.nn.Linear(4, 3)
     folder = paths.CHECKPOINT_DIR / "smoke"

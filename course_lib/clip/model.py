@@ -15,12 +15,13 @@ from torch import nn
 
 from .. import checkpoints
 from ..profiles import Profile, get_profile
+from ..runtime import renamed
 from ..text import tokenize
 from ..training import History, Method, fit
 from .embed import encode_image, encode_text
 
 __all__ = [
-    "VOCAB_SIZE", "TWO_OBJECT_FRACTION", "clip_config", "build_clip", "count_parameters",
+    "VOCAB_SIZE", "TWO_OBJECT_FRACTION", "clip_config", "build_clip", "parameter_counts", "count_parameters",
     "clip_loss", "similarity", "ClipMethod", "training_data", "train_clip", "load_or_train_clip",
 ]
 
@@ -105,11 +106,15 @@ def build_clip(config: Mapping) -> open_clip.CLIP:
     return model.eval()
 
 
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Parameters per part: ``image`` tower, ``text`` tower (with its token table), ``total``."""
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Parameters per part: ``image`` tower, ``text`` tower (with its token table), ``total``
+    (a dict, like ``galip.parameter_counts``; ``training.count_parameters`` is one number)."""
     image = sum(p.numel() for p in model.visual.parameters())
     total = sum(p.numel() for p in model.parameters())
     return {"image": image, "text": total - image - model.logit_scale.numel(), "total": total}
+
+
+count_parameters = renamed(parameter_counts, "clip.count_parameters")
 
 
 # =============================================================================

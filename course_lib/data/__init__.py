@@ -38,6 +38,7 @@ from .splits import (
     cache_path,
     generate,
     load_split,
+    render_split,
 )
 from .vocabulary import (
     ATTRIBUTE_VALUES,
@@ -83,7 +84,7 @@ __all__ = [
     # statistics and conversions
     "attribute_names", "chance_levels", "class_counts", "to_uint8", "to_float",
     # drawing and splits
-    "sample_attributes", "sample_layout", "render", "render_attributes", "generate",
+    "sample_attributes", "sample_layout", "render", "render_attributes", "render_split", "generate",
     "load_split", "cache_path",
     # torch
     "WorldDataset", "make_loader", "batch_loader",

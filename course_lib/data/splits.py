@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from course_lib import paths
+from course_lib.runtime import renamed
 
 from .render import render, sample_attributes, sample_layout
 from .vocabulary import ATTRIBUTES, COMBOS, HELD_OUT_COMBOS, RENDER_VERSION, SPLIT_COMBOS, SPLIT_IDS, SPLITS
 
-__all__ = ["generate", "load_split", "cache_path"]
+__all__ = ["render_split", "generate", "load_split", "cache_path"]
 
 
 # ---------------------------------------------------------------------------
@@ -47,9 +48,9 @@ def _check_split_args(split: str, n: int, combos: str | None, image_size: int,
     return combos
 
 
-def generate(split: str = "train", n: int = 1000, seed: int = 0, image_size: int = 32,
-             combos: str | None = None, two_object_fraction: float = 0.0
-             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def render_split(split: str = "train", n: int = 1000, seed: int = 0, image_size: int = 32,
+                 combos: str | None = None, two_object_fraction: float = 0.0
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Render a split (no cache; see :func:`load_split` for the cached version).
 
     Args:
@@ -80,6 +81,9 @@ def generate(split: str = "train", n: int = 1000, seed: int = 0, image_size: int
     return images, attributes
 
 
+generate = renamed(render_split, "data.generate")
+
+
 def _cache_params(split, n, seed, image_size, combos, two_object_fraction) -> dict:
     return {"render_version": RENDER_VERSION, "split": split, "n": int(n), "seed": int(seed),
             "image_size": int(image_size), "combos": combos,
@@ -95,7 +99,7 @@ def cache_path(split: str, n: int, seed: int = 0, image_size: int = 32, combos: 
     so a changed parameter or renderer never reads a stale file.
 
     Args:
-        split, n, seed, image_size, combos, two_object_fraction: as for :func:`generate`.
+        split, n, seed, image_size, combos, two_object_fraction: as for :func:`render_split`.
         cache_dir: folder; None: ``course_lib.paths.CACHE_DIR`` (data/cache/).
     """
     combos = _check_split_args(split, n, combos, image_size, two_object_fraction)
@@ -139,14 +143,14 @@ def _write_cache(path: Path, params: dict, images: np.ndarray, attributes: dict)
 def load_split(split: str = "train", n: int = 1000, seed: int = 0, image_size: int = 32,
                combos: str | None = None, two_object_fraction: float = 0.0, cache: bool = True,
                cache_dir: str | Path | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """:func:`generate` with a cache on disk (data/cache/ by default).
+    """:func:`render_split` with a cache on disk (data/cache/ by default).
 
     A missing cache file is rendered and written; an unreadable one (cut short,
     corrupt, written by another version) is rendered again with a warning.
     Nothing is unpickled.
 
     Args:
-        split, n, seed, image_size, combos, two_object_fraction: as for :func:`generate`.
+        split, n, seed, image_size, combos, two_object_fraction: as for :func:`render_split`.
         cache: False renders without reading or writing the cache.
         cache_dir: folder; None: ``course_lib.paths.CACHE_DIR``.
 
@@ -157,7 +161,7 @@ def load_split(split: str = "train", n: int = 1000, seed: int = 0, image_size: i
     args = dict(split=split, n=n, seed=seed, image_size=image_size, combos=combos,
                 two_object_fraction=two_object_fraction)
     if not cache:
-        return generate(**args)
+        return render_split(**args)
     path = cache_path(**args, cache_dir=cache_dir)
     params = _cache_params(**args)
     if path.exists():
@@ -166,7 +170,7 @@ def load_split(split: str = "train", n: int = 1000, seed: int = 0, image_size: i
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             warnings.warn(f"The cached world {path} is unreadable ({type(err).__name__}: {err}); "
                           "rendering it again.", stacklevel=2)
-    images, attributes = generate(**args)
+    images, attributes = render_split(**args)
     try:
         _write_cache(path, params, images, attributes)
     except OSError as err:

@@ -25,7 +25,7 @@ In reading order:
    :func:`sample_layout` draws where exactly and in which shade.
 4. Rendering: :func:`render` turns a layout into uint8 images (numpy, vectorised
    over the batch, 4x supersampled for smooth edges).
-5. Splits and cache: :func:`generate`, :func:`load_split`.
+5. Splits and cache: :func:`render_split`, :func:`load_split`.
 6. The torch side: :class:`WorldDataset`, :func:`make_loader`, :func:`to_float`, :func:`to_uint8`.
 
 Attribute codes
@@ -81,6 +81,7 @@ from .splits import (  # noqa: F401
     cache_path,
     generate,
     load_split,
+    render_split,
 )
 from .vocabulary import (  # noqa: F401
     ATTRIBUTE_VALUES,
@@ -127,7 +128,7 @@ __all__ = [
     "attribute_names", "chance_levels", "class_counts", "is_held_out", "allowed_combos",
     "to_uint8", "to_float",
     # sampling, rendering, splits
-    "sample_attributes", "sample_layout", "coverage", "render", "render_attributes", "generate",
+    "sample_attributes", "sample_layout", "coverage", "render", "render_attributes", "render_split", "generate",
     "load_split", "cache_path",
     # torch
     "WorldDataset", "make_loader", "batch_loader",

@@ -71,6 +71,7 @@ from .judge import (  # noqa: F401
     judge_config,
     judge_loader,
     load_judge,
+    load_or_train_judge,
     train_judge,
 )
 from .measures import (  # noqa: F401
@@ -104,6 +105,7 @@ __all__ = [
     "judge_config",
     "train_judge",
     "load_judge",
+    "load_or_train_judge",
     "judge_accuracy",
     "augment",
     "canonical_order",

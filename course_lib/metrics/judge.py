@@ -32,6 +32,7 @@ from .measures import judge_accuracy
 
 __all__ = [
     "Judge", "JudgeTraining", "judge_loader", "judge_config", "train_judge", "load_judge",
+    "load_or_train_judge",
     "augment",
 ]
 
@@ -297,8 +298,9 @@ def judge_loader(dataset, batch_size: int, seed: int = 0):
 
 
 def train_judge(judge: Judge, config: Mapping, resume_path=None, profile=None,
-                plot: bool = True) -> dict:
-    """Train ``judge`` in place with ``config`` (see :func:`judge_config`); returns its metrics.
+                plot: bool = True):
+    """Train ``judge`` in place with ``config`` (see :func:`judge_config`); returns
+    ``(history, method)``, the validation accuracy in ``history.measured["val_accuracy"]``.
 
     The training images are ``n_train`` real images of *all* colour-shape
     combinations (``combos="all"``), a ``two_object_fraction`` of them with two
@@ -343,31 +345,42 @@ def train_judge(judge: Judge, config: Mapping, resume_path=None, profile=None,
             f"The judge reads its weakest attribute on validation images with only {worst:.1%} "
             "accuracy: its grades are not reliable. Give it more steps (profile.judge.steps).",
             RuntimeWarning, stacklevel=2)
-    return {**history.summary(), "val_accuracy": acc}
+    history.measured["val_accuracy"] = acc
+    return history, method
 
 
-def load_judge(profile=None, *, retrain: bool = False, device=None, verbose: bool = True) -> Judge:
+def load_or_train_judge(profile=None, *, retrain: bool = False, device=None, verbose: bool = True,
+                        **changes) -> tuple[Judge, dict]:
     """The judge of a profile: loaded from its checkpoint, or trained (minutes) and saved.
+
+    The loading half of the generator contract (``course_lib.conditioning``): returns
+    ``(judge, card)`` like every ``load_or_train_<name>``.
 
     Args:
         profile: a Profile, a profile name or None (the active profile).
         retrain: train again even if a checkpoint exists.
         device: where the judge lives (default: course_lib.runtime.get_device()).
         verbose: print where it came from.
+        changes: fields of the profile's ``judge`` section (e.g. ``steps=2000``); a changed
+            judge gets its own checkpoint name.
 
     Returns:
-        the :class:`Judge` in eval mode; ``judge.card`` holds its checkpoint card
-        (config, training time, validation accuracy). A judge that was cut short by
-        its time budget (a busy CPU) or reads some attribute with < 90% accuracy
-        raises a RuntimeWarning when it is trained and every time it is loaded.
+        ``(judge, card)``: the :class:`Judge` in eval mode with frozen weights (also
+        ``judge.card``) and its checkpoint card (config, training time, validation accuracy).
+        A judge that was cut short by its time budget (a busy CPU) or reads some attribute
+        with < 90% accuracy raises a RuntimeWarning when it is trained and every time it is
+        loaded.
     """
-    from ..checkpoints import load_or_train, shortened_note
+    from ..checkpoints import load_or_train, shortened_note, variant_name
 
     p = get_profile(profile)
+    if changes:
+        p = p.replace(judge=changes)
     config = judge_config(p)
+    name = variant_name(JUDGE_CHECKPOINT, changes)
     judge, card = load_or_train(
-        JUDGE_CHECKPOINT, config=config, build=_build_judge,
-        train=lambda model, resume: train_judge(model, config, resume, p),
+        name, config=config, build=_build_judge,
+        train=lambda model, resume: train_judge(model, config, resume, p)[0].summary(),
         profile=p, retrain=retrain, device=device, verbose=verbose)
     judge.card = card
     metrics = card.get("metrics", {})
@@ -378,8 +391,16 @@ def load_judge(profile=None, *, retrain: bool = False, device=None, verbose: boo
                       f"({metrics.get('steps')} steps, stopped by {metrics.get('stopped_by')}; weakest "
                       f"validation accuracy {min(val.values()) if val else float('nan'):.1%}): its grades "
                       "are not reliable. Retrain it: metrics.load_judge(retrain=True). "
-                      + shortened_note(card, JUDGE_CHECKPOINT),
-                      RuntimeWarning, stacklevel=2)
+                      + shortened_note(card, name),
+                      RuntimeWarning, stacklevel=3)
     for param in judge.parameters():
         param.requires_grad_(False)
-    return judge.eval()
+    return judge.eval(), card
+
+
+def load_judge(profile=None, *, retrain: bool = False, device=None, verbose: bool = True,
+               **changes) -> Judge:
+    """The judge alone (what every grading call needs): :func:`load_or_train_judge`'s model,
+    with its card at ``judge.card``."""
+    judge, _card = load_or_train_judge(profile, retrain=retrain, device=device, verbose=verbose, **changes)
+    return judge

@@ -29,9 +29,9 @@ from ..diffusion import (
     decode,
     denoise,
     diffusion_config,
-    fold,
+    from_patches,
     make_scheduler,
-    unfold,
+    to_patches,
 )
 from ..profiles import get_profile, model_sizes, profile_of
 from ..runtime import seeded_noise
@@ -77,10 +77,9 @@ class DecoderModel(DiffusionModel):
         if tokens is None:
             null = self.null_condition(n)
             tokens, mask = null["encoder_hidden_states"], null["encoder_attention_mask"]
-        # A unit z_i has entries ~1/sqrt(D): projected as it is, its tokens were ~20x smaller than
-        # the caption's (whose entries are ~1 after CLIP's LayerNorm) and its timestep term tiny, and
-        # the decoder learned to ignore it (cpu, 550 steps: variations kept colour 41%). Scaled to
-        # entries ~1 and its tokens normalised, it is heard (smoke, 200 steps: colour kept 29% -> 57%).
+        # A unit z_i has entries ~1/sqrt(D): projected as it is, its tokens are ~20x smaller than
+        # the caption's (entries ~1 after CLIP's LayerNorm) and the decoder learns to ignore it.
+        # Scaled to entries ~1 and its tokens normalised, it is heard (notebook 07's closing note).
         zs = z * self.embed_dim ** 0.5
         extra = self.z_norm(self.z_to_tokens(zs).view(n, self.k, self.width))
         ones = torch.ones(n, self.k, dtype=torch.bool, device=z.device)
@@ -148,7 +147,7 @@ def train_decoder(model: DecoderModel, encoder, autoencoder, *, config: Mapping,
                   resume_path=resume_path, desc="unclip-decoder", seed=config["seed"], log_every=10,
                   plot=p.plot_every_s if plot is None else plot, card={"config": dict(config)})
     model.eval()
-    return history
+    return history, method
 
 
 def load_or_train_decoder(profile=None, *, retrain: bool = False, verbose: bool = True, plot=None,
@@ -164,8 +163,8 @@ def load_or_train_decoder(profile=None, *, retrain: bool = False, verbose: bool 
     name = checkpoints.variant_name(DECODER_CHECKPOINT, changes)
 
     def train(model, resume_path):
-        h = train_decoder(model, encoder, autoencoder, config=config, profile=p,
-                          resume_path=resume_path, plot=plot)
+        h, _ = train_decoder(model, encoder, autoencoder, config=config, profile=p,
+                             resume_path=resume_path, plot=plot)
         return {**h.summary(), "loss_history": h.losses["loss"]}
 
     model, card = checkpoints.load_or_train(name, config=config, build=build_decoder, train=train,
@@ -200,9 +199,8 @@ def decode_embeddings(model: DecoderModel, z: torch.Tensor, captions=None, *, se
     shape = data_shape(model)
     if noise is None:
         noise = seeded_noise(n, *shape, seed=seed)
-    elif tuple(noise.shape) != (n, *shape):
-        from ..vae import LatentShapeError
-        raise LatentShapeError(f"decode_embeddings: noise must be {(n, *shape)}, got {tuple(noise.shape)}.")
+    else:
+        noise = conditioning.check_noise(noise, (n, *shape), "decode_embeddings(noise)")
     tokens = mask = None
     if captions is not None:
         captions = conditioning.check_captions(captions, "decode_embeddings(captions)")
@@ -212,9 +210,9 @@ def decode_embeddings(model: DecoderModel, z: torch.Tensor, captions=None, *, se
     cond = model.image_condition(z, tokens, mask)
     uncond = model.null_image_condition(n) if guidance != 1.0 else None
     patch = int(model.config["patch"])
-    x = denoise(model, fold(noise.to(device), patch), cond, uncond,
+    x = denoise(model, to_patches(noise.to(device), patch), cond, uncond,
                 scheduler=make_scheduler(scheduler, model.config), steps=steps, guidance=guidance,
                 generator=torch.Generator().manual_seed(int(seed) + 1))
-    latents = unfold(x, patch)
+    latents = from_patches(x, patch)
     images = decode(model, latents)
     return (images, latents) if return_latents else images

@@ -247,7 +247,7 @@ def train_prior(model, encoder, *, config: Mapping, profile=None, resume_path=No
                   resume_path=resume_path, desc=desc, seed=config["seed"], log_every=10,
                   plot=p.plot_every_s if plot is None else plot, card={"config": dict(config)})
     model.eval()
-    return history
+    return history, method
 
 
 def _load_or_train(name, build, method_class, profile, retrain, verbose, plot, changes):
@@ -258,8 +258,8 @@ def _load_or_train(name, build, method_class, profile, retrain, verbose, plot, c
         name = checkpoints.variant_name(name, changes)
 
     def train(model, resume_path):
-        h = train_prior(model, encoder, config=config, profile=p, resume_path=resume_path, plot=plot,
-                        method_class=method_class, desc=name)
+        h, _ = train_prior(model, encoder, config=config, profile=p, resume_path=resume_path, plot=plot,
+                           method_class=method_class, desc=name)
         return {**h.summary(), "loss_history": h.losses["loss"]}
 
     model, card = checkpoints.load_or_train(name, config=config, build=build, train=train, profile=p,

@@ -34,7 +34,6 @@ from ..conditioning import finish_samples
 from ..images import check_images
 from ..profiles import get_profile
 from ..training import Method, fit, unwrap
-from .clip_vae import warmup_cosine
 
 __all__ = ["AUTOENCODER_CHECKPOINT", "LatentShapeError", "autoencoder_config", "build_autoencoder",
            "AutoencoderMethod", "train_autoencoder", "measure_scaling_factor",
@@ -107,10 +106,7 @@ class AutoencoderMethod(Method):
 
         self._to_float = to_float
         self.kl_weight = float(kl_weight)
-        self.models = {"autoencoder": model}
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-        self.optimizers = {"autoencoder": opt}
-        self.schedulers = {"autoencoder": warmup_cosine(opt, steps)}
+        self.one_model_adamw("autoencoder", model, lr=lr, steps=steps)
 
     def training_step(self, batch, ctx):
         x = self._to_float(batch).to(ctx.device)
@@ -141,8 +137,9 @@ def measure_scaling_factor(model: nn.Module, images, n: int = 2000, seed: int = 
 
 
 def train_autoencoder(model: nn.Module, config: Mapping, *, profile=None, resume_path=None,
-                      plot: bool | float | None = None) -> dict:
-    """Train ``model`` in place; returns its metrics, the scaling factor included."""
+                      plot: bool | float | None = None):
+    """Train ``model`` in place; returns ``(history, method)``, the latent scaling factor in
+    ``history.measured``."""
     from ..data import WorldDataset, batch_loader
 
     p = get_profile(profile)
@@ -156,10 +153,13 @@ def train_autoencoder(model: nn.Module, config: Mapping, *, profile=None, resume
                   desc="autoencoder", seed=t["seed"], log_every=10,
                   plot=p.plot_every_s if plot is None else plot, card={"config": dict(config)})
     model.eval()
-    scale = measure_scaling_factor(model, train.images, seed=t["seed"])
-    return {**history.summary(),
-            "final_recon": history.last("recon", 10), "final_kl": history.last("kl", 10),
-            "loss_history": history.losses["recon"], **scale}
+    history.measured.update(measure_scaling_factor(model, train.images, seed=t["seed"]))
+    return history, method
+
+
+def _card_metrics(history) -> dict:
+    return {**history.summary(), "final_recon": history.last("recon", 10),
+            "final_kl": history.last("kl", 10), "loss_history": history.losses["recon"]}
 
 
 def load_or_train_autoencoder(profile=None, *, retrain: bool = False, name: str | None = None,
@@ -184,7 +184,8 @@ def load_or_train_autoencoder(profile=None, *, retrain: bool = False, name: str 
         name = checkpoints.variant_name(AUTOENCODER_CHECKPOINT, overrides)
     model, card = checkpoints.load_or_train(
         name, config=config, build=build_autoencoder,
-        train=lambda m, resume: train_autoencoder(m, config, profile=p, resume_path=resume, plot=plot),
+        train=lambda m, resume: _card_metrics(train_autoencoder(m, config, profile=p, resume_path=resume,
+                                                                plot=plot)[0]),
         profile=p, retrain=retrain, device=device, verbose=verbose)
     scale = card.get("metrics", {}).get("scaling_factor")
     if scale is None:
@@ -194,7 +195,6 @@ def load_or_train_autoencoder(profile=None, *, retrain: bool = False, name: str 
     model.register_to_config(scaling_factor=float(scale))
     for param in model.parameters():
         param.requires_grad_(False)
-    model.card = card
     return model, card
 
 
