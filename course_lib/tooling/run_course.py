@@ -69,7 +69,8 @@ class NotebookResult:
     error: str = ""           # a one-line reason when failed
     html_name: str = ""       # the HTML page in the build folder ("" if none was written)
     cell_seconds: dict = None  # {cell index: seconds} of every code cell that ran (nbclient's timing)
-    speed: float | None = None  # the machine's speed just before it ran (s/step; None: smoke, not measured)
+    speed: float | None = None  # the machine's speed while it ran: the mean of before and after (s/step;
+                                # None: smoke, not measured)
 
     @property
     def sized_seconds(self) -> float | None:
@@ -345,8 +346,9 @@ class Run:
         return out
 
 
-def _run_once(run: Run, notebooks: list[Path], profile_name: str, args) -> bool:
-    """Run every notebook for one seed; True when the run was stopped by --stop-on-failure."""
+def _run_once(run: Run, notebooks: list[Path], profile_name: str, args, speed: float | None = None) -> bool:
+    """Run every notebook for one seed; True when the run was stopped by --stop-on-failure.
+    ``speed``: the machine's speed just measured (else measured here), the first notebook's "before"."""
     import shutil
 
     run.build_dir.mkdir(parents=True, exist_ok=True)
@@ -360,17 +362,22 @@ def _run_once(run: Run, notebooks: list[Path], profile_name: str, args) -> bool:
             run.results.append(NotebookResult(name=path.name, status="skipped"))
             continue
         label = f" ({run.label})" if run.label else ""
-        # The speed of the day moves within one run (0.47 -> 0.33 s/step over 51 minutes on
-        # 2026-12-07): each notebook's time is read against the speed measured just before it.
-        speed = measure_speed(profile_name)
+        # The speed of the day moves within one run (0.52 -> 0.31 s/step within minutes on
+        # 2026-12-07): each notebook's time is read against the speeds measured around it
+        # (one notebook's "after" is the next one's "before": measured once).
+        if speed is None:
+            speed = measure_speed(profile_name)
         print(f"[{i}/{len(notebooks)}]{label} {path.name} ... ", end="", flush=True)
         result = run_notebook(path, run.build_dir, profile_name, timeout=args.timeout,
                               prev_page=pages[i - 2] if i > 1 else None,
                               next_page=pages[i] if i < len(pages) else None, env=run.env())
-        result.speed = speed
+        # the mean of the speeds before and after: the day's speed moves within one notebook too
+        after = measure_speed(profile_name)
+        result.speed = None if speed is None or after is None else (speed + after) / 2
         run.results.append(result)
-        sized = (f"; {result.sized_seconds:.0f} s at {SIZED_FOR_S_PER_STEP} s/step (speed {speed:.3f})"
-                 if result.sized_seconds else "")
+        sized = (f"; {result.sized_seconds:.0f} s at {SIZED_FOR_S_PER_STEP} s/step "
+                 f"(speed {speed:.3f} before, {after:.3f} after)" if result.sized_seconds else "")
+        speed = after
         print(f"{result.status} in {result.seconds:.1f} s{sized}" + (f" (slowest: {result.slowest()})"
                                                                   if result.cell_seconds else ""), flush=True)
         if result.status != "ok":
@@ -444,8 +451,9 @@ def write_seed_record(runs: list[Run], path: Path, profile_name: str, speed: dic
             "runs": [{"seed": r.seed, "notebooks": [{"name": n.name, "status": n.status,
                                                      "seconds": round(n.seconds, 1), "error": n.error,
                                                      "speed_s_per_step": n.speed,
-                                                     "seconds_at_sized_speed": (None if n.sized_seconds is None
-                                                                                else round(n.sized_seconds)),
+                                                     "seconds_at_sized_speed": (
+                                                         None if n.sized_seconds is None
+                                                         else round(n.sized_seconds)),
                                                      "cell_seconds": {str(k): round(v, 1) for k, v in
                                                                       (n.cell_seconds or {}).items()}}
                                                     for n in r.results],
@@ -544,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         if run.data_dir is not None:
             print(f"Data folder of this run: {run.data_dir}", flush=True)
-        stopped = _run_once(run, notebooks, profile_name, args) or stopped
+        stopped = _run_once(run, notebooks, profile_name, args,
+                            speed=speed["before"] if run is runs[0] else None) or stopped
 
     print()
     for run in runs:
