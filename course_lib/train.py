@@ -74,6 +74,11 @@ def _section_changes(entry: registry.Trainable, profile: Profile, *, steps=None,
                      reference: bool = False) -> dict:
     """The changes to ``entry``'s profile section asked for on the command line."""
     if entry.section is None:
+        if steps is not None or minutes is not None:
+            parts = " and ".join(entry.after) or "its parts"
+            raise SystemExit(f"--steps/--minutes: {entry.name!r} has no training of its own (it joins "
+                             f"{parts}); name those instead, e.g. `{entry.after[-1] if entry.after else entry.name}"
+                             " --steps 600`.")
         return {}
     section = getattr(profile, entry.section)
     changes = dict(entry.reference) if reference else {}

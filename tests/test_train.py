@@ -36,6 +36,16 @@ def test_only_the_asked_models_get_new_steps():
     assert train._section_changes(entries["clip"], p) == {}
 
 
+def test_a_generator_without_training_of_its_own_names_its_parts():
+    """unCLIP joins the prior and the decoder: `train unclip` grades them together, and steps
+    given to it would be silently lost, so they are an error naming the parts."""
+    entry = registry.registered()["unclip"]
+    assert not entry.trains and set(entry.after) == {"unclip-prior", "unclip-decoder"}
+    with pytest.raises(SystemExit, match="unclip-decoder"):
+        train._section_changes(entry, get_profile("smoke"), steps=5)
+    assert "unclip" not in {e.name for e in registry.in_order(["all"]) if e.trains}
+
+
 def test_table_lists_every_column():
     text = train.format_table([{"model": "a", "steps": 3}, {"model": "b", "FD": 12.25}], "smoke")
     assert "model" in text and "FD" in text and "12.2" in text and "—" in text
