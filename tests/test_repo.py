@@ -366,3 +366,37 @@ def test_the_layout_tables_name_every_module():
     for name in sorted(names):
         assert re.search(rf"\b{name}\b", course_lib.__doc__), f"course_lib/__init__.py's table lacks {name}"
         assert re.search(rf"\b{name}\b", layout), f"README's layout section lacks {name}"
+
+
+def test_learner_facing_text_never_speaks_of_issues():
+    """Learners have no issue tracker: markdown, code comments and printed text of a notebook
+    name no 'issue' (the course's own records say what a number came from)."""
+    found = [f"{nb.name}: {line.strip()[:100]}" for nb in NOTEBOOKS
+             for line in _sources(nb).splitlines() if re.search(r"\bissues?\b", line, re.I)]
+    assert not found, "\n".join(found)
+
+
+#: notebooks the course plans, and words one of a text's sentences naming it must use
+PLANNED = {"08": ("cheap", "distil", "few-step", "student", "hybrid"),
+           "09": ("compar", "side by side", "table"),
+           "10": ("playground",)}
+
+
+def test_every_notebook_number_named_exists_or_is_planned():
+    """A planned notebook is named for what it will be (the plan moved once: 08 was to be the
+    comparison), and no text names a notebook that neither exists nor is planned."""
+    present = {nb.name[:2] for nb in NOTEBOOKS}
+    wrong = []
+    for where, text in [("README.md", README)] + [(nb.name, _sources(nb)) for nb in NOTEBOOKS]:
+        for sentence in re.split(r"(?<=[.!?])\s+|\n\n", text):
+            pattern = r"\b[Nn]otebooks? (\d\d)\b(?![.,]\d)" + (r"|[a-z] \((\d\d)[:)]" if where == "README.md" else "")
+            for number in re.findall(pattern, sentence):
+                number = number if isinstance(number, str) else next(n for n in number if n)
+                if number in present:
+                    continue
+                if number not in PLANNED:
+                    wrong.append(f"{where} names notebook {number}: {sentence.strip()[:90]}")
+                elif not any(word in sentence.lower() for word in PLANNED[number]):
+                    wrong.append(f"{where} names planned notebook {number} for something else: "
+                                 f"{sentence.strip()[:90]}")
+    assert not wrong, "\n".join(wrong)
