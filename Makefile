@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: course test unit notebooks lab lint clean bundle train
 
 # OpenMP threads that sleep while they wait: on a busy 2-core machine spinning threads make
-# training many times slower (course_lib/kernel.py). A value set in the environment wins.
+# training many times slower (course_lib/tooling/kernel.py). A value set in the environment wins.
 export OMP_WAIT_POLICY ?= PASSIVE
 
 $(STAMP): pyproject.toml
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 course: $(STAMP)
-	$(BIN)/python -m course_lib.run_course $(ARGS)
+	$(BIN)/python -m course_lib.tooling.run_course $(ARGS)
 
 test: unit notebooks
 
@@ -34,7 +34,7 @@ notebooks: $(STAMP)
 	COURSE_PROFILE=smoke COURSE_PROGRESS=text $(BIN)/python -m pytest --nbval-lax notebooks -q
 
 lab: $(STAMP)
-	$(BIN)/python -m course_lib.kernel
+	$(BIN)/python -m course_lib.tooling.kernel
 	$(BIN)/jupyter lab notebooks
 
 lint: $(STAMP)

@@ -52,7 +52,7 @@ from . import paths
 
 __all__ = ["CheckpointError", "CheckpointMismatchError", "NotACourseCheckpointError",
            "use", "current_source", "reference_path", "describe_reference", "save_checkpoint", "load_checkpoint",
-           "read_card", "save_model", "load_model", "load_or_train", "checkpoint_path",
+           "variant_name", "read_card", "save_model", "load_model", "load_or_train", "checkpoint_path",
            "find_checkpoint", "flatten_state", "unflatten_state", "library_versions",
            "config_diff", "shortened_note"]
 
@@ -358,9 +358,17 @@ def unflatten_state(tree: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
 # ----------------------------------------------------------------------------- models
 
 
+#: Keys older course versions wrote into model configs that no model reads any more (how a
+#: notebook measures, or a switch that was removed): a card that still has one loads, the key
+#: is ignored. Only keys the requested config does not have are ignored.
+RETIRED_CONFIG_KEYS = frozenset({"ablation_steps", "compare_steps", "compare_minutes", "coord_channels"})
+
+
 def config_diff(expected: Mapping, found: Mapping) -> list[str]:
-    """Human-readable differences between two configs (``[]`` when equal)."""
+    """Human-readable differences between two configs (``[]`` when equal; a retired key
+    found only in the checkpoint, :data:`RETIRED_CONFIG_KEYS`, is no difference)."""
     lines = []
+    found = {k: v for k, v in found.items() if not (k in RETIRED_CONFIG_KEYS and k not in expected)}
     for key in sorted(set(expected) | set(found), key=str):
         a, b = expected.get(key, "<missing>"), found.get(key, "<missing>")
         if _jsonable(a) != _jsonable(b):
@@ -610,7 +618,8 @@ def _load_shipped(name: str, path: Path, config: Mapping, build, device) -> tupl
     """Build a model from a shipped checkpoint's own config and load it (fp16 weights are
     cast to the model's dtype). A file that no longer fits the code is a clear error."""
     card = read_card(path)
-    use_config = card.get("config", {})
+    use_config = {k: v for k, v in card.get("config", {}).items()
+                  if not (k in RETIRED_CONFIG_KEYS and k not in config)}
     fix = (f"Fix: regenerate it with `{regenerate_command(name)}` (or delete {_short(path)} "
            "to train your own).")
     if set(use_config) != set(config):
@@ -655,6 +664,16 @@ def _unfinished(card: Mapping, resume: Path) -> dict | None:
     if isinstance(training, Mapping) and training.get("stopped_by") == "time" and resume.exists():
         return dict(training)
     return None
+
+
+def variant_name(base: str, changes) -> str:
+    """The checkpoint name of a variant of ``base``: ``base-key=value`` for every change,
+    sorted by key, tuples written ``64x128`` (``diffusion-patch=1``,
+    ``autoencoder-block_out_channels=16x32``), so a name is a plain file name that says
+    what differs."""
+    def plain(value) -> str:
+        return "x".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
+    return base + "".join(f"-{k}={plain(v)}" for k, v in sorted(dict(changes).items()))
 
 
 def shortened_note(card: Mapping, name: str | None = None) -> str:

@@ -14,10 +14,24 @@ encoder, the record of which CLIP it was trained on, and the finish of ``sample`
   then the package's one image check (:func:`course_lib.images.check_images`).
 * :func:`check_captions` -- a non-empty list of strings, or a clear error.
 
-The sampling convention (notebooks 03-09 rely on it): ``sample(model, captions, *,
-seed=0, **options)`` returns float images ``(N, 3, H, W)`` in [-1, 1], one per
-caption; ``load_or_train_<name>(profile=None, *, retrain=False)`` returns
-``(model, card)``.
+**The generator contract** (notebooks 03-10 and the training command rely on it; the
+contract test in ``tests/test_contract.py`` holds every registered generator to it):
+
+* ``load_or_train_<name>(profile=None, *, retrain=False, **changes) -> (model, card)``:
+  the profile's model, loaded from its checkpoint or trained and saved; ``changes``
+  override the profile's section (a changed model gets its own checkpoint name); the card
+  is a dict with at least ``source`` ("loaded", "shipped" or "trained"), ``config`` and
+  ``metrics`` (the training record of ``training.History.summary``). The CLIP, the judge
+  and the autoencoder load the same way.
+* ``sample(model, captions, *, seed=0, noise=None, **options) -> images``: float
+  ``(N, 3, H, W)`` in [-1, 1], N = ``len(captions)``, through :func:`finish_samples`
+  (the package's one image check). The same seed, captions and options give the same
+  images; ``noise`` (checked by :func:`check_noise`) replaces what ``seed`` would draw
+  for the images (a GAN's z, a VAE's latent, a diffusion model's starting noise), so an
+  interpolation can hold it fixed. Bad captions raise the course's caption errors
+  (:func:`check_captions`, ``clip.CaptionError``); a model without its CLIP says how to
+  attach it, and one beside another CLIP raises ``CheckpointMismatchError``
+  (:func:`attach_text_encoder`).
 """
 from __future__ import annotations
 
@@ -25,13 +39,15 @@ import hashlib
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .images import check_images
 from .profiles import get_profile
 
 __all__ = ["text_encoder", "clip_fingerprint", "clip_dependency", "attach_text_encoder",
-           "get_text_encoder", "finish_samples", "check_captions"]
+           "get_text_encoder", "finish_samples", "check_captions", "check_noise", "NoiseShapeError",
+           "slerp"]
 
 _ENCODERS: dict[tuple, object] = {}
 
@@ -131,6 +147,51 @@ def check_captions(captions, what: str = "captions") -> list[str]:
     return captions
 
 
+class NoiseShapeError(ValueError):
+    """Noise handed to a sampler that does not have the shape its model draws."""
+
+
+def check_noise(noise, shape: tuple[int, ...], what: str = "sample(noise)") -> torch.Tensor:
+    """``noise`` as a float32 tensor of exactly ``shape`` (one row per caption), or a clear error.
+
+    Raises:
+        NoiseShapeError: another shape (the message names the expected one and why).
+        TypeError: not a tensor or array.
+    """
+    import numpy as np
+
+    if isinstance(noise, np.ndarray):
+        noise = torch.from_numpy(noise)
+    if not isinstance(noise, torch.Tensor):
+        raise TypeError(f"{what}: expected a tensor of shape {tuple(shape)}, got {type(noise).__name__}.")
+    if tuple(noise.shape) != tuple(shape):
+        raise NoiseShapeError(f"{what}: noise must have shape {tuple(shape)} (one row per caption, then "
+                              f"the model's noise shape), got {tuple(noise.shape)}.")
+    if not noise.is_floating_point():
+        raise TypeError(f"{what}: noise must be floats (standard normal), got {noise.dtype}.")
+    return noise.float()
+
+
 def finish_samples(images: torch.Tensor, what: str = "sample") -> torch.Tensor:
     """Clamp a sampler's output into [-1, 1] and pass it through the one image check."""
     return check_images(images.detach().clamp(-1.0, 1.0), what, allow_unit_range=True)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    """Spherical interpolation between vectors ``a`` and ``b`` (last axis), ``t`` in [0, 1].
+
+    For Gaussian noise (and unit embeddings) slerp keeps the norm typical all the way,
+    where a straight line passes through the unlikely, short middle. The angle is
+    computed from the *whole* vectors (not element-wise); nearly parallel vectors fall
+    back to a straight line.
+    """
+    t = torch.as_tensor(t, dtype=a.dtype, device=a.device)
+    t = t.reshape(-1, *([1] * (a.ndim))) if t.ndim else t
+    an, bn = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    dot = (an * bn).sum(-1, keepdim=True).clamp(-1.0, 1.0)
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    near = so.abs() < 1e-6
+    safe = torch.where(near, torch.ones_like(so), so)
+    out = torch.sin((1 - t) * omega) / safe * a + torch.sin(t * omega) / safe * b
+    return torch.where(near, (1 - t) * a + t * b, out)

@@ -40,6 +40,7 @@ repository hard-wired to ViT-B/32 at 224 pixels); its parts are the lesson.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -47,8 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints, conditioning, gan
-from .profiles import get_profile, section_with
-from .training import Method, fit
+from .profiles import get_profile, model_sizes
 
 __all__ = [
     # 1. config
@@ -113,7 +113,7 @@ def galip_config(profile=None, encoder=None, **changes) -> dict:
         changes: overrides of the profile's ``galip`` section (e.g. ``prompts=False``).
     """
     p = get_profile(profile)
-    sizes = section_with(p, "galip", changes, "galip_config")
+    sizes = model_sizes(p, "galip", changes, "galip_config")
     if sizes["d_head"] not in ("concat", "projection"):
         raise ValueError(f"d_head={sizes['d_head']!r}: use 'concat' (GALIP's) or 'projection'.")
     encoder = encoder if encoder is not None else conditioning.text_encoder(p)
@@ -423,102 +423,43 @@ def parameter_counts(model: nn.Module, clip_model: nn.Module | None = None) -> d
 # =============================================================================
 
 
-class GALIPMethod(Method):
-    """One ``fit`` step = one discriminator update, then one generator update.
+class GALIPMethod(gan.GANMethod):
+    """Notebook 03's adversarial step (:class:`course_lib.gan.GANMethod`), reading the images
+    through the frozen CLIP.
 
-    D: notebook 03's hinge with mismatched pairs, on Mate-D(frozen CLIP features of
-    real / fake images); MA-GP on (CLIP features, sentence) every ``ma_gp_every`` steps,
-    scaled by it. G: hinge + ``clip_weight`` × (1 − cos(CLIP image embedding, s)),
-    taken from the same CLIP pass that feeds D (the paper's text-image similarity term).
-    Adam, betas (0, 0.9).
+    D: the hinge with mismatched pairs, on Mate-D(frozen CLIP features of real / fake
+    images); MA-GP on (CLIP features, sentence). G: hinge + ``clip_weight`` ×
+    (1 − cos(CLIP image embedding, s)), taken from the same CLIP pass that feeds D (the
+    paper's text-image similarity term). Adam, betas (0, 0.9).
     """
 
     def __init__(self, model: GALIP, encoder, config: Mapping):
-        self.galip, self.encoder, self.config = model, encoder, dict(config)
-        self.models = {"generator": model.generator, "discriminator": model.discriminator}
-        betas = (0.0, 0.9)
-        self.optimizers = {
-            "generator": torch.optim.Adam(model.generator.parameters(), lr=config["lr_g"], betas=betas),
-            "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=config["lr_d"], betas=betas),
-        }
-        self.schedulers = {}
-        self.ema_decay = {"generator": config["ema_decay"]} if config.get("ema_decay") else {}
+        super().__init__(model, encoder, config)
+        self.galip = model
 
-    def training_step(self, batch, ctx) -> dict:
-        images, captions = batch[0], batch[1]
-        G, D = self.models["generator"], self.models["discriminator"]
-        core_d = getattr(D, "module", D)
-        cfg, taps = self.config, self.config["taps"]
-        clip_model = self.encoder.clip
-        s = self.encoder.pooled(list(captions)).to(images.device)
-        z = torch.randn(len(images), cfg["noise_dim"], device=images.device)
-        fake = G(z, s)
-
-        # --- the discriminator: CLIP is frozen and D's update needs no gradient through it
+    def d_inputs(self, real, fake):
+        # CLIP is frozen and D's update needs no gradient through it
         with torch.no_grad():
-            feats_real, feats_fake = clip_features(clip_model, torch.cat([images, fake.detach()]), taps).chunk(2)
-        gp_now = cfg["ma_gp_weight"] > 0 and ctx.step % cfg["ma_gp_every"] == 0
-        s_in = s
-        if gp_now:
-            feats_real, s_in = feats_real.requires_grad_(True), s.detach().requires_grad_(True)
-        h_real, h_fake = D(torch.cat([feats_real, feats_fake])).chunk(2)
-        real_score = core_d.score(h_real, s_in)
-        mis_score = core_d.score(h_real, gan.mismatched(s))
-        fake_score = core_d.score(h_fake, s)
-        loss_d = gan.d_hinge_loss(real_score, fake_score, mis_score)
-        out = {"loss_d": loss_d.detach()}
-        if gp_now:
-            gp = gan.ma_gradient_penalty(real_score, (feats_real, s_in), cfg["ma_gp_weight"], cfg["ma_gp_power"])
-            loss_d = loss_d + cfg["ma_gp_every"] * gp
-            out["ma_gp"] = gp.detach()
-        ctx.optimize("discriminator", loss_d)
+            return clip_features(self.encoder.clip, torch.cat([real, fake]), self.config["taps"]).chunk(2)
 
-        # --- the generator: through the frozen CLIP (features for D, embedding for the CLIP term)
-        for p in D.parameters():
-            p.requires_grad_(False)
-        feats_g, emb = clip_features(clip_model, fake, taps, embedding=True)
-        g_score = core_d.score(D(feats_g), s)
-        loss_g = gan.g_hinge_loss(g_score)
-        out["loss_g_adv"] = loss_g.detach()
-        if cfg["clip_weight"] > 0:
-            # gan.clip_loss's formula, on the embedding this pass already computed
-            lc = (1.0 - (emb * F.normalize(s, dim=-1)).sum(dim=-1)).mean()
-            loss_g = loss_g + cfg["clip_weight"] * lc
-            out["clip_loss"] = lc.detach()
-        ctx.optimize("generator", loss_g)
-        for p in D.parameters():
-            p.requires_grad_(True)
-        out["loss_g"] = loss_g.detach()
-        out["d_real"] = real_score.detach().mean()
-        out["d_fake"] = fake_score.detach().mean()
-        return out
+    def g_inputs(self, fake):
+        # through the frozen CLIP: features for D and the embedding for the CLIP term, one pass
+        return clip_features(self.encoder.clip, fake, self.config["taps"], embedding=True)
+
+    def clip_term(self, fake, embedding, s):
+        # gan.clip_distance's formula, on the embedding the generator's pass already computed
+        return (1.0 - (embedding * F.normalize(s, dim=-1)).sum(dim=-1)).mean()
 
 
 def train_galip(model: GALIP, encoder, *, config: Mapping | None = None, profile=None, resume_path=None,
                 steps: int | None = None, max_minutes: float | None = None, plot=None,
                 desc: str = "GALIP", data=None):
-    """Train ``model`` in place through :func:`course_lib.training.fit`; returns ``(history, method)``.
-
-    Args as :func:`course_lib.gan.train_gan` (the same data: the world's train split,
-    captions drawn afresh each time).
-    """
-    from .data import WorldDataset
-
-    p = get_profile(profile)
-    cfg = dict(config or model.config)
-    if data is None:
-        train = WorldDataset("train", n=cfg["n_train"], image_size=cfg["image_size"],
-                             captions="random", two_object_fraction=0.0, profile=p)
-        data = gan.training_batches(train, cfg["batch_size"], cfg["seed"])
-    method = GALIPMethod(model, encoder, cfg)
-    steps = cfg["steps"] if steps is None else steps
-    minutes = cfg["max_minutes"] if max_minutes is None else max_minutes
-    history = fit(method, data, steps=None if steps is None else int(steps),
-                  max_seconds=None if minutes is None else 60.0 * minutes,
-                  resume_path=resume_path, desc=desc, seed=cfg["seed"], log_every=10,
-                  plot=p.plot_every_s if plot is None else plot, card={"config": cfg})
-    model.eval()
-    return history, method
+    """Train ``model`` in place: :func:`course_lib.gan.train_adversarial` with
+    :class:`GALIPMethod` (the same data: the world's train split, captions drawn afresh
+    each time); returns ``(history, method)``."""
+    return gan.train_adversarial(model, encoder, GALIPMethod, config=config, profile=profile,
+                                 resume_path=resume_path, steps=steps, max_minutes=max_minutes,
+                                 plot=plot, desc=desc, data=data)
 
 
 def load_or_train_galip(profile=None, *, retrain: bool = False, config: Mapping | None = None,
@@ -564,9 +505,7 @@ def load_or_train_galip(profile=None, *, retrain: bool = False, config: Mapping 
                 model.train()
             if history.stopped_by == "time":
                 break                      # the guard stopped it: later stages would add no step
-        return {"steps": history.step, "train_minutes": history.seconds / 60.0,
-                "stopped_by": history.stopped_by,
-                "seconds_per_step": history.seconds / max(1, history.step),
+        return {**history.summary(),
                 "losses": {k: v for k, v in history.losses.items()}, "curve": curve}
 
     # the CLIP is attached at build time (the generator runs through it), checked against the
@@ -587,18 +526,17 @@ def load_or_train_galip(profile=None, *, retrain: bool = False, config: Mapping 
 # =============================================================================
 
 
-def sample(model: GALIP, captions, *, seed: int = 0, truncation: float = 1.0, z=None, embeddings=None,
-           batch_size: int = 1024) -> torch.Tensor:
+def sample(model: GALIP, captions, *, seed: int = 0, noise=None, truncation: float = 1.0,
+           embeddings=None, batch_size: int = 1024, z=None) -> torch.Tensor:
     """One image per caption: float ``(N, 3, H, W)`` in [-1, 1]; see :func:`course_lib.gan.sample`
     (the same arguments, errors and determinism: the same seed and captions give the same images)."""
-    return gan.sample(model, captions, seed=seed, truncation=truncation, z=z, embeddings=embeddings,
-                      batch_size=batch_size)
+    if z is not None:
+        warnings.warn("galip.sample(z=...) is now sample(noise=...), the name every generator uses.",
+                      DeprecationWarning, stacklevel=2)
+        noise = z if noise is None else noise
+    return gan.sample(model, captions, seed=seed, noise=noise, truncation=truncation,
+                      embeddings=embeddings, batch_size=batch_size)
 
 
 interpolate_noise = gan.interpolate_noise
 interpolate_captions = gan.interpolate_captions
-
-
-# The training command (python -m course_lib.train) finds this model here.
-from . import registry as _registry
-_registry.register("galip", load_or_train_galip, after=("clip", "judge"), section="galip", sample=sample)

@@ -18,7 +18,7 @@ Read top-down:
    ``"concat"`` head as DF-GAN, or a ``"projection"`` head as Miyato & Koyama 2018),
    :class:`TextToImageGAN` (both players in one checkpoint).
 3. Losses, as plain functions: :func:`mismatched`, :func:`d_hinge_loss`,
-   :func:`g_hinge_loss`, :func:`ma_gradient_penalty`, :func:`clip_loss`.
+   :func:`g_hinge_loss`, :func:`ma_gradient_penalty`, :func:`clip_distance`.
 4. Training: :class:`GANMethod` (two optimizers, one step of each player per
    ``fit`` step), :func:`training_batches`, :func:`train_gan`, :func:`load_or_train_gan`.
 5. Sampling: :func:`sample` (the course's convention), :func:`interpolate_noise`,
@@ -33,6 +33,7 @@ losses are the lesson. Everything around the step -- devices, EMA (diffusers'
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -40,8 +41,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints, conditioning
+from .conditioning import slerp  # noqa: F401  (gan.slerp, as notebook 03 calls it)
 from .profiles import get_profile, section_with
-from .training import Method, fit
+from .runtime import renamed, seeded_noise
+from .training import Method, count_parameters, fit, unwrap  # noqa: F401  (gan.count_parameters, notebook 03)
 
 __all__ = [
     # 1. config
@@ -50,7 +53,7 @@ __all__ = [
     "Affine", "UpBlock", "Generator", "DownBlock", "Discriminator", "TextToImageGAN", "build_gan",
     "count_parameters",
     # 3. losses
-    "mismatched", "d_hinge_loss", "g_hinge_loss", "ma_gradient_penalty", "clip_loss",
+    "mismatched", "d_hinge_loss", "g_hinge_loss", "ma_gradient_penalty", "clip_distance", "clip_loss",
     # 4. training
     "GANMethod", "training_batches", "train_gan", "load_or_train_gan",
     # 5. sampling
@@ -249,11 +252,6 @@ def build_gan(config: Mapping) -> TextToImageGAN:
     return TextToImageGAN(config)
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Trainable parameters of a module."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 # =============================================================================
 # 3. Losses (plain functions; notebook 03 writes each from scratch first)
 # =============================================================================
@@ -305,8 +303,9 @@ def ma_gradient_penalty(score: torch.Tensor, inputs: Sequence[torch.Tensor], k: 
     return k * flat.norm(2, dim=1).pow(p).mean()
 
 
-def clip_loss(clip_model: nn.Module, images: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """The article's CLIP loss: ``mean(1 - cos(CLIP image embedding, text embedding))``.
+def clip_distance(clip_model: nn.Module, images: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """The article's CLIP loss, a cosine distance: ``mean(1 - cos(CLIP image embedding, text
+    embedding))`` (not CLIP's own contrastive loss, which is ``clip.clip_loss``).
 
     ``images`` are generated float images in [-1, 1] (with their graph); the frozen CLIP
     passes gradients to them but is never updated. No image check here on purpose:
@@ -319,50 +318,74 @@ def clip_loss(clip_model: nn.Module, images: torch.Tensor, s: torch.Tensor) -> t
     return (1.0 - (e * F.normalize(s, dim=-1)).sum(dim=-1)).mean()
 
 
+clip_loss = renamed(clip_distance, "gan.clip_loss")
+
+
 # =============================================================================
 # 4. Training
 # =============================================================================
 
 
 class GANMethod(Method):
-    """One ``fit`` step = one discriminator update, then one generator update.
+    """One ``fit`` step = one discriminator update, then one generator update: the course's
+    one adversarial step, for notebook 03's GAN and (through the hooks below) GALIP.
 
     Discriminator: hinge with mismatched pairs, + MA-GP every ``ma_gp_every`` steps
     (lazy regularisation, scaled by ``ma_gp_every`` so its strength does not depend on
-    how often it runs). Generator: hinge + ``clip_weight`` × CLIP loss.
-    Adam with betas (0, 0.9) for both (DF-GAN); EMA of the generator if ``ema_decay``.
+    how often it runs), on what D reads the images as (:meth:`d_inputs`). Generator:
+    hinge + ``clip_weight`` × CLIP loss (:meth:`clip_term`). Adam with betas (0, 0.9) for
+    both (DF-GAN); EMA of the generator if ``ema_decay``.
+
+    A subclass changes what the discriminator reads (GALIP: the frozen CLIP's features)
+    by overriding :meth:`d_inputs`, :meth:`g_inputs` and :meth:`clip_term`.
     """
 
-    def __init__(self, gan: TextToImageGAN, encoder, config: Mapping):
-        self.gan, self.encoder, self.config = gan, encoder, dict(config)
-        self.models = {"generator": gan.generator, "discriminator": gan.discriminator}
+    def __init__(self, model: nn.Module, encoder, config: Mapping):
+        self.gan, self.encoder, self.config = model, encoder, dict(config)
+        self.models = {"generator": model.generator, "discriminator": model.discriminator}
         betas = (0.0, 0.9)
         self.optimizers = {
-            "generator": torch.optim.Adam(gan.generator.parameters(), lr=config["lr_g"], betas=betas),
-            "discriminator": torch.optim.Adam(gan.discriminator.parameters(), lr=config["lr_d"], betas=betas),
+            "generator": torch.optim.Adam(model.generator.parameters(), lr=config["lr_g"], betas=betas),
+            "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=config["lr_d"],
+                                              betas=betas),
         }
         self.schedulers = {}
         self.ema_decay = {"generator": config["ema_decay"]} if config.get("ema_decay") else {}
 
+    # -- what the discriminator reads: the pixels themselves here
+    def d_inputs(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's inputs for the real and the (detached) fake images of its update."""
+        return real, fake
+
+    def g_inputs(self, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's input for the generator's update (with gradient to G), and the CLIP image
+        embedding of ``fake`` when that pass computes one (else None)."""
+        return fake, None
+
+    def clip_term(self, fake: torch.Tensor, embedding: torch.Tensor | None, s: torch.Tensor) -> torch.Tensor:
+        """The article's CLIP loss: 1 − cos(CLIP image embedding of the fakes, s)."""
+        return clip_distance(self.encoder.clip, fake, s)
+
     def training_step(self, batch, ctx) -> dict:
         images, captions = batch[0], batch[1]
         G, D = self.models["generator"], self.models["discriminator"]
+        core_d = unwrap(D)
         cfg = self.config
         s = self.encoder.pooled(list(captions)).to(images.device)
         z = torch.randn(len(images), cfg["noise_dim"], device=images.device)
+        fake = G(z, s)
 
         # --- the discriminator
+        real_in, fake_in = self.d_inputs(images, fake.detach())
         gp_now = cfg["ma_gp_weight"] > 0 and ctx.step % cfg["ma_gp_every"] == 0
-        real_in, s_in = images, s
-        if gp_now:
-            real_in, s_in = images.detach().requires_grad_(True), s.detach().requires_grad_(True)
-        core_d = getattr(D, "module", D)
-        fake = G(z, s)
-        # real and fake images through D in one batch (fewer, larger operations: faster on a CPU)
-        feats_real, feats_fake = D(torch.cat([real_in, fake.detach()])).chunk(2)
-        real_score = core_d.score(feats_real, s_in)
-        mis_score = core_d.score(feats_real, mismatched(s))
-        fake_score = core_d.score(feats_fake, s)
+        s_in = s
+        if gp_now:       # MA-GP: the gradient of D's real score w.r.t. its inputs and the sentence
+            real_in, s_in = real_in.detach().requires_grad_(True), s.detach().requires_grad_(True)
+        # real and fake through D in one batch (fewer, larger operations: faster on a CPU)
+        h_real, h_fake = D(torch.cat([real_in, fake_in])).chunk(2)
+        real_score = core_d.score(h_real, s_in)
+        mis_score = core_d.score(h_real, mismatched(s))
+        fake_score = core_d.score(h_fake, s)
         loss_d = d_hinge_loss(real_score, fake_score, mis_score)
         out = {"loss_d": loss_d.detach()}
         if gp_now:
@@ -374,11 +397,12 @@ class GANMethod(Method):
         # --- the generator
         for p in D.parameters():
             p.requires_grad_(False)
-        g_score = core_d.score(D(fake), s)
+        g_in, embedding = self.g_inputs(fake)
+        g_score = core_d.score(D(g_in), s)
         loss_g = g_hinge_loss(g_score)
         out["loss_g_adv"] = loss_g.detach()
         if cfg["clip_weight"] > 0:
-            lc = clip_loss(self.encoder.clip, fake, s)
+            lc = self.clip_term(fake, embedding, s)
             loss_g = loss_g + cfg["clip_weight"] * lc
             out["clip_loss"] = lc.detach()
         ctx.optimize("generator", loss_g)
@@ -399,34 +423,46 @@ def training_batches(dataset, batch_size: int, seed: int = 0):
     return batch_loader(lambda i: dataset.batch(i)[:2], len(dataset), batch_size, seed)
 
 
-def train_gan(gan: TextToImageGAN, encoder, *, config: Mapping | None = None, profile=None,
-              resume_path=None, steps: int | None = None, max_minutes: float | None = None,
-              plot=None, desc: str = "GAN", data=None):
-    """Train ``gan`` in place through :func:`course_lib.training.fit`; returns ``(history, method)``.
+def train_adversarial(model: nn.Module, encoder, method_class, *, config: Mapping | None = None,
+                      profile=None, resume_path=None, steps: int | None = None,
+                      max_minutes: float | None = None, plot=None, desc: str = "GAN", data=None):
+    """Train a GAN-like ``model`` (``.generator``, ``.discriminator``, ``.config``) in place with
+    ``method_class`` through :func:`course_lib.training.fit`; returns ``(history, method)``.
+    The one training path of notebook 03's GAN and notebook 04's GALIP.
 
     Args:
-        config: default ``gan.config``. steps / max_minutes: default the config's; a config
+        config: default ``model.config``. steps / max_minutes: default the config's; a config
             with ``steps=None`` trains for exactly ``max_minutes`` (notebook 03's twin).
         data: batches ``(images, captions)``; default the world's train split
-            (:func:`training_batches`).
+            (:func:`training_batches`, captions drawn afresh every time).
     """
     from .data import WorldDataset
 
     p = get_profile(profile)
-    cfg = dict(config or gan.config)
+    cfg = dict(config or model.config)
     if data is None:
         train = WorldDataset("train", n=cfg["n_train"], image_size=cfg["image_size"],
                              captions="random", two_object_fraction=0.0, profile=p)
         data = training_batches(train, cfg["batch_size"], cfg["seed"])
-    method = GANMethod(gan, encoder, cfg)
+    method = method_class(model, encoder, cfg)
     steps = cfg["steps"] if steps is None else steps        # None: train for max_minutes exactly
     minutes = cfg["max_minutes"] if max_minutes is None else max_minutes
     history = fit(method, data, steps=None if steps is None else int(steps),
                   max_seconds=None if minutes is None else 60.0 * minutes,
                   resume_path=resume_path, desc=desc, seed=cfg["seed"], log_every=10,
                   plot=p.plot_every_s if plot is None else plot, card={"config": cfg})
-    gan.eval()
+    model.eval()
     return history, method
+
+
+def train_gan(gan: TextToImageGAN, encoder, *, config: Mapping | None = None, profile=None,
+              resume_path=None, steps: int | None = None, max_minutes: float | None = None,
+              plot=None, desc: str = "GAN", data=None):
+    """Train ``gan`` in place (:func:`train_adversarial` with :class:`GANMethod`); returns
+    ``(history, method)``."""
+    return train_adversarial(gan, encoder, GANMethod, config=config, profile=profile,
+                             resume_path=resume_path, steps=steps, max_minutes=max_minutes,
+                             plot=plot, desc=desc, data=data)
 
 
 def load_or_train_gan(profile=None, *, retrain: bool = False, config: Mapping | None = None,
@@ -454,9 +490,7 @@ def load_or_train_gan(profile=None, *, retrain: bool = False, config: Mapping | 
 
     def train(gan, resume_path):
         history, _ = train_gan(gan, encoder, config=config, profile=p, resume_path=resume_path)
-        return {"steps": history.step, "train_minutes": history.seconds / 60.0,
-                "stopped_by": history.stopped_by,
-                "seconds_per_step": history.seconds / max(1, history.step),
+        return {**history.summary(),
                 "losses": {k: v for k, v in history.losses.items()}}
 
     gan, card = checkpoints.load_or_train(name, config=config, build=build_gan, train=train,
@@ -472,37 +506,46 @@ def load_or_train_gan(profile=None, *, retrain: bool = False, config: Mapping | 
 # =============================================================================
 
 
-def noise(n: int, dim: int, seed: int = 0, truncation: float = 1.0, device=None) -> torch.Tensor:
+def draw_noise(n: int, dim: int, seed: int = 0, truncation: float = 1.0, device=None) -> torch.Tensor:
     """``n`` noise vectors from a seeded generator (the same seed, the same vectors),
     scaled by ``truncation`` (the truncation trick: ψ < 1 draws closer to the mean)."""
     if not (isinstance(truncation, (int, float)) and 0.0 < truncation <= 1.0):
         raise ValueError(f"truncation must be in (0, 1] (1 = none; smaller = less diverse, more "
                          f"typical images), got {truncation!r}")
-    g = torch.Generator().manual_seed(int(seed))
-    z = torch.randn(n, dim, generator=g) * float(truncation)
+    z = seeded_noise(n, dim, seed=seed) * float(truncation)
     return z.to(device) if device is not None else z
 
 
+noise = draw_noise      # the old name; ``sample``'s keyword ``noise`` now means the tensor itself
+
+
 @torch.no_grad()
-def sample(model: TextToImageGAN, captions, *, seed: int = 0, truncation: float = 1.0,
-           z: torch.Tensor | None = None, embeddings: torch.Tensor | None = None,
-           batch_size: int = 1024) -> torch.Tensor:
+def sample(model: TextToImageGAN, captions, *, seed: int = 0, noise: torch.Tensor | None = None,
+           truncation: float = 1.0, embeddings: torch.Tensor | None = None,
+           batch_size: int = 1024, z: torch.Tensor | None = None) -> torch.Tensor:
     """One image per caption: float ``(N, 3, H, W)`` in [-1, 1] (the course's convention).
 
     Args:
         model: a :class:`TextToImageGAN` with its text encoder (from :func:`load_or_train_gan`).
         captions: a list of captions (one str is a list of one).
         seed: the noise seed: the same seed and captions give the same images.
-        truncation: ψ in (0, 1], see :func:`noise`.
-        z: explicit noise ``(N, noise_dim)`` instead of ``seed`` (interpolations).
+        noise: explicit z ``(N, noise_dim)`` instead of drawing it from ``seed``
+            (interpolations); used as given (``truncation`` scales only drawn noise).
+        truncation: ψ in (0, 1], see :func:`draw_noise`.
         embeddings: explicit sentence embeddings ``(N, D)`` instead of encoding
             ``captions`` (caption interpolation); then ``captions`` may be None.
         batch_size: images per forward pass.
+        z: the old name of ``noise`` (deprecated).
 
     Raises:
         ValueError / TypeError: empty or non-string captions, a caption too long for
-            CLIP (``CaptionError``), a truncation outside (0, 1], noise of the wrong shape.
+            CLIP (``CaptionError``), a truncation outside (0, 1], noise of the wrong shape
+            (``conditioning.NoiseShapeError``).
     """
+    if z is not None:
+        warnings.warn("gan.sample(z=...) is now sample(noise=...), the name every generator uses.",
+                      DeprecationWarning, stacklevel=2)
+        noise = z if noise is None else noise
     G = model.generator
     device = next(G.parameters()).device
     if embeddings is None:
@@ -511,10 +554,10 @@ def sample(model: TextToImageGAN, captions, *, seed: int = 0, truncation: float 
     else:
         s = embeddings.to(device, torch.float32)
     n = len(s)
-    if z is None:
-        z = noise(n, G.noise_dim, seed, truncation, device)
-    elif tuple(z.shape) != (n, G.noise_dim):
-        raise ValueError(f"z must be ({n}, {G.noise_dim}) for {n} captions, got {tuple(z.shape)}")
+    if noise is None:
+        z = draw_noise(n, G.noise_dim, seed, truncation, device)
+    else:
+        z = conditioning.check_noise(noise, (n, G.noise_dim), "gan.sample(noise)")
     was = G.training
     G.eval()
     out = torch.cat([G(z[i:i + batch_size].to(device), s[i:i + batch_size])
@@ -523,33 +566,15 @@ def sample(model: TextToImageGAN, captions, *, seed: int = 0, truncation: float 
     return conditioning.finish_samples(out, "gan.sample")
 
 
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-    """Spherical interpolation between vectors ``a`` and ``b`` (last axis), ``t`` in [0, 1].
-
-    For Gaussian noise (and unit embeddings) slerp keeps the norm typical all the way,
-    where a straight line passes through the unlikely, short middle. The angle is
-    computed from the *whole* vectors (not element-wise); nearly parallel vectors fall
-    back to a straight line.
-    """
-    t = torch.as_tensor(t, dtype=a.dtype, device=a.device)
-    t = t.reshape(-1, *([1] * (a.ndim))) if t.ndim else t
-    an, bn = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-    dot = (an * bn).sum(-1, keepdim=True).clamp(-1.0, 1.0)
-    omega = torch.acos(dot)
-    so = torch.sin(omega)
-    near = so.abs() < 1e-6
-    safe = torch.where(near, torch.ones_like(so), so)
-    out = torch.sin((1 - t) * omega) / safe * a + torch.sin(t * omega) / safe * b
-    return torch.where(near, (1 - t) * a + t * b, out)
 
 
 def interpolate_noise(model: TextToImageGAN, caption: str, n: int = 8, *, seed_a: int = 0,
                       seed_b: int = 1) -> torch.Tensor:
     """One caption, noise moving from seed ``seed_a`` to ``seed_b`` (slerp): ``n`` images."""
     G = model.generator
-    za, zb = noise(1, G.noise_dim, seed_a)[0], noise(1, G.noise_dim, seed_b)[0]
+    za, zb = draw_noise(1, G.noise_dim, seed_a)[0], draw_noise(1, G.noise_dim, seed_b)[0]
     z = slerp(za, zb, torch.linspace(0, 1, n))
-    return sample(model, [caption] * n, z=z)
+    return sample(model, [caption] * n, noise=z)
 
 
 def interpolate_captions(model: TextToImageGAN, caption_a: str, caption_b: str, n: int = 8, *,
@@ -558,10 +583,5 @@ def interpolate_captions(model: TextToImageGAN, caption_a: str, caption_b: str, 
     enc = conditioning.get_text_encoder(model)
     sa, sb = enc.pooled(conditioning.check_captions([caption_a, caption_b]))
     s = slerp(sa.cpu(), sb.cpu(), torch.linspace(0, 1, n))
-    z = noise(1, model.generator.noise_dim, seed).expand(n, -1)
-    return sample(model, None, z=z, embeddings=s)
-
-
-# The training command (python -m course_lib.train) finds this model here.
-from . import registry as _registry
-_registry.register("gan", load_or_train_gan, after=("clip", "judge"), section="gan", sample=sample)
+    z = draw_noise(1, model.generator.noise_dim, seed).expand(n, -1)
+    return sample(model, None, noise=z, embeddings=s)

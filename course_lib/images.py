@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["ImageBatchError", "check_images", "clamp_images"]
+__all__ = ["ImageBatchError", "check_images", "clamp_images", "to_float", "to_uint8"]
 
 
 class ImageBatchError(ValueError):
@@ -74,7 +74,6 @@ def check_images(images, what: str = "images", *, size: int | tuple[int, int] | 
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ImageBatchError(f"{what}: uint8 images must be (N, H, W, 3), got {tuple(x.shape)}. "
                                   + _CONVERT)
-        from .data.world import to_float
         x = to_float(x).to(images.device if isinstance(images, torch.Tensor) else "cpu")
     elif not x.is_floating_point():
         raise TypeError(f"{what}: expected float images in [-1, 1] or uint8 pixels, got "
@@ -121,3 +120,39 @@ def check_images(images, what: str = "images", *, size: int | tuple[int, int] | 
 def clamp_images(images: torch.Tensor) -> torch.Tensor:
     """Clip a sampler's float output into [-1, 1] (NaN stays NaN, so the check still sees it)."""
     return images.clamp(-1.0, 1.0)
+
+
+# The course's two image forms and the conversions between them (the data, the plots and
+# every sampler use them; they live here, below everything, so nothing imports sideways).
+
+def to_float(image) -> torch.Tensor:
+    """uint8 HWC image(s) -> float32 CHW tensor in [-1, 1].
+
+    Args:
+        image: numpy array or tensor, (H, W, 3) or (N, H, W, 3), uint8 0..255.
+
+    Returns:
+        (3, H, W) or (N, 3, H, W) float32 tensor; 0 -> -1.0, 255 -> 1.0.
+    """
+    if torch.is_tensor(image) and image.device.type != "cpu":       # e.g. already on a GPU
+        return image.movedim(-1, -3).to(torch.float32) / 127.5 - 1.0
+    array = image.numpy() if torch.is_tensor(image) else np.asarray(image)
+    # numpy on the CPU: a little faster than torch for these small copies
+    array = np.ascontiguousarray(np.moveaxis(array, -1, -3), dtype=np.float32)
+    return torch.from_numpy(array / np.float32(127.5) - np.float32(1.0))
+
+
+def to_uint8(image) -> np.ndarray:
+    """float CHW image(s) in [-1, 1] -> uint8 HWC numpy array (for plotting and PIL).
+
+    Args:
+        image: tensor or numpy array, (3, H, W) or (N, 3, H, W); values outside
+            [-1, 1] are clipped.
+
+    Returns:
+        (H, W, 3) or (N, H, W, 3) uint8 numpy array.
+    """
+    if torch.is_tensor(image):
+        image = image.detach().to("cpu", torch.float32).numpy()
+    image = np.moveaxis(np.asarray(image, dtype=np.float32), -3, -1)
+    return np.clip(np.rint((image + 1.0) * 127.5), 0, 255).astype(np.uint8)

@@ -62,9 +62,8 @@ class ClipSizes:
     batch_size: int = 128
     lr: float = 1e-3
     warmup_steps: int = 50
-    max_minutes: float = 7.0       # a guard for a busy laptop: on a quiet 2-core machine the cpu profile's
-                                   # 1,000 steps end by steps (4.0 min at 0.24 s/step, 2026-12-07); at 5.0 a slow
-                                   # day stopped them early, and every later model inherits that CLIP
+    max_minutes: float = 7.0       # a guard for a busy laptop, well above the steps' time: every later
+                                   # model inherits a CLIP the guard cut short
 
 
 @dataclass(frozen=True)
@@ -88,14 +87,14 @@ class GanSizes:
     d_head: str = "projection"     # "concat" (DF-GAN) or "projection" (Miyato & Koyama)
     n_train: int = 50_000
     batch_size: int = 32
-    steps: int = 1_000             # ~3 min on 2 cores; notebook 03 trains a twin for as long
-    lr_g: float = 1e-3             # DF-GAN uses 1e-4 / 4e-4; 1e-3 learns colours ~4x sooner here
+    steps: int = 1_000             # a few minutes on 2 cores; notebook 03 trains a twin for as long
+    lr_g: float = 1e-3             # DF-GAN uses 1e-4 / 4e-4; faster here, where runs are minutes
     lr_d: float = 1e-3
     ma_gp_weight: float = 2.0      # k of MA-GP, k * mean(|grad|^p) (DF-GAN: 2, 6)
     ma_gp_power: float = 6.0
     ma_gp_every: int = 4           # lazy regularisation: every this many steps
     clip_weight: float = 1.0       # the article's CLIP loss in G's objective
-    ema_decay: float = 0.0         # EMA of G's weights (0: none); measured at 1,000 cpu steps: no gain
+    ema_decay: float = 0.0         # EMA of G's weights (0: none): no gain in runs this short
     max_minutes: float = 6.0       # a guard: the steps are sized to end well before it
 
 
@@ -113,12 +112,9 @@ class GalipSizes:
     bridge_scale: float = 0.1      # h = f + 0.1 * CLIP_blocks(f, prompts) (GALIP's constant)
     n_train: int = 50_000
     batch_size: int = 32
-    steps: int = 1_000             # ~0.75x the GAN's 1,000 steps' time (one GALIP step costs less)
-    lr_g: float = 1e-3             # GALIP: 1e-4 / 4e-4. Smoke trials, 200 steps, colour / all four right:
-    lr_d: float = 4e-4             # paper's 23% / 0%; lr 1e-3 45% / 0.4%; + projection head 52% / 0.9%;
-                                   # + code_from_text 82% / 5.8%; + lr_d 4e-4 88% / 8.0%; paper's concat
-                                   # head back 71% / 9.3%. cpu, 500 steps, all four seen: projection 47.5%,
-                                   # concat 53.1%; concat at 1,000 steps 77.9% (the GAN's 1,000: 56.5%)
+    steps: int = 1_000             # as many as the GAN's, in less time (one GALIP step costs less)
+    lr_g: float = 1e-3             # GALIP: 1e-4 / 4e-4, for days of training; minutes need faster
+    lr_d: float = 4e-4             # (the trials behind these: notebook 04's closing note)
     ma_gp_weight: float = 2.0      # MA-GP on (CLIP features, sentence): 2 * mean(|grad|^6)
     ma_gp_power: float = 6.0
     ma_gp_every: int = 4           # lazy regularisation, as notebook 03
@@ -126,8 +122,8 @@ class GalipSizes:
     ema_decay: float = 0.0
     max_minutes: float = 6.0       # a guard: the steps are sized to end well before it
     probes: int = 4                # alignment graded this many times during training (the curve)
-    ablation_steps: int = 200      # each arm of notebook 04's ablation (with / without prompts); 300 made
-                                   # the cpu notebook 10.3 min on quiet cores (each arm 1.8 min)
+    ablation_steps: int = 200      # each arm of notebook 04's ablation (with / without prompts), sized
+                                   # to keep the notebook within its 9 minutes
 
 
 @dataclass(frozen=True)
@@ -138,7 +134,7 @@ class VaeSizes:
     width: int = 32                # channels of the first encoder stage (x2 per stage)
     text_dim: int = 64             # the projected CLIP text embedding
     beta: float = 1.0              # weight of the KL term of the ELBO
-    steps: int = 1_200             # ~3 min on 2 cores (1,440 steps: 89% all-four seen)
+    steps: int = 1_200             # a few minutes on 2 cores
     batch_size: int = 128
     lr: float = 2e-3
     max_minutes: float = 4.0
@@ -153,7 +149,7 @@ class AutoencoderSizes:
     block_out_channels: tuple = (16, 32)   # one block per level: 2 levels = 32x32 -> 16x16
     layers_per_block: int = 1
     kl_weight: float = 1e-3
-    steps: int = 800               # 600: 99.3% / 98.1% all-four seen / held-out; 1,000: 99.8 / 99.3
+    steps: int = 800               # enough for the judge to read every attribute from its reconstructions
     batch_size: int = 32
     lr: float = 2e-3
     max_minutes: float = 2.5
@@ -167,42 +163,37 @@ class DiffusionSizes:
     block_out_channels: tuple = (64, 128)   # one UNet level each (cross-attention in every one)
     layers_per_block: int = 1
     attention_heads: int = 4
-    coord_channels: bool = False   # two x/y channels beside the UNet's input (CoordConv)
     prediction_type: str = "v_prediction"   # or "epsilon"
     beta_schedule: str = "squaredcos_cap_v2"
     train_timesteps: int = 1_000
-    snr_gamma: float = 0.0         # min-SNR-gamma loss weights (0: the plain v loss). min-SNR-5 down-weights
-                                   # the noisy steps where the caption's layout is decided: cpu, 600 steps,
-                                   # position 26-49% with it, 100% without (notebook 06's closing note)
+    snr_gamma: float = 0.0         # min-SNR-gamma loss weights (0: the plain v loss); min-SNR down-weights
+                                   # the noisy steps where the layout (position) is decided (notebook 06)
     caption_dropout: float = 0.15  # share of captions replaced by the null caption (guidance)
     ema_decay: float = 0.999
-    n_train: int = 20_000          # images encoded once (5 ms each on 1 core): 1,000 x 64 = 3 epochs
+    n_train: int = 20_000          # images encoded once by the autoencoder, then a few epochs of them
     batch_size: int = 64
     lr: float = 1e-3
-    steps: int = 600               # 0.40-0.54 s/step on 2 quiet cores (2026-12): 4-5.5 min. Measured there
-                                   # (plain v loss, DPM 20, w=3, 200 prompts, seeds 0-2 on one upstream):
-                                   # all four 74.7-79.3% seen, 40-52% held-out, FD 318-373
+    steps: int = 600               # sized for a 9-minute notebook at 0.5 s/step (notebook 06's note)
     max_minutes: float = 7.0       # a guard: the steps are sized to end well before it
     sampler: str = "dpm"           # ddpm | ddim | dpm: the sampler of sample() and the report
     sample_steps: int = 20
-    guidance: float = 3.0          # cpu, 1,000 steps, DPM 20: w=1.5 78% / 38%, w=3 89% / 66%, w=5 89% / 80% but FD 341
-    n_eval: int = 200              # prompts of the main report (300: 72 s on 2 quiet cores)
+    guidance: float = 3.0          # the trade of alignment against Fréchet distance notebook 06 measures
+    n_eval: int = 200              # prompts of the main report
     n_curve: int = 48              # prompts of each point of the steps and guidance curves
     curve_steps: tuple = (5, 10, 25)        # DDIM and DPM steps of the curve (DDPM: twice as many)
     guidance_scales: tuple = (0.0, 1.5, 3.0, 5.0)
     cost_batch: int = 16           # batch of the pixel-vs-latent cost measurement
     stability_seeds: int = 3       # seeds of the stability runs (smoke-scale models)
-    stability_steps: int = 60      # 3 x 100 steps and their grading took 145 s of a 9-minute notebook
-    reference_guidance: float = 1.5  # notebooks 06-07 also grade the shipped references (3,000 steps) at
-                                   # this scale: measured there (200 prompts, DPM 20) w=1.5 98.7% / 82%
-                                   # all four seen / held-out, FD 85; w=3 100% / 98%, FD 248 (floor 32)
+    stability_steps: int = 60      # each stability run's steps, sized to keep the notebook in its budget
+    reference_guidance: float = 1.5  # notebooks 06-07 grade the shipped references (trained longer) at this
+                                   # scale: their best trade of alignment against Fréchet distance
 
 
 @dataclass(frozen=True)
 class PriorSizes:
     """unCLIP's prior: caption -> CLIP image embedding (course_lib.unclip, notebook 07)."""
-    layers: int = 2                # PriorTransformer blocks (2 quiet cores, batch 128: 4 blocks 0.25 s/step,
-                                   # 2 blocks 0.18 s/step, a third of it the caption's CLIP encoding)
+    layers: int = 2                # PriorTransformer blocks: 2 cost ~0.7x of 4, and the prior still
+                                   # meets its targets (notebook 07)
     heads: int = 4
     head_dim: int = 32             # inner width = heads x head_dim
     timesteps: int = 1_000         # the prior's own DDPM schedule (predicts the clean z_i)
@@ -212,8 +203,7 @@ class PriorSizes:
     n_train: int = 20_000          # (image, caption) pairs; the CLIP image embeddings are computed once
     batch_size: int = 128
     lr: float = 5e-4
-    steps: int = 300               # 2 quiet cores: 600 steps took 2.0 min (+0.6 for the MLP) and reached
-                                   # retrieval@100 100%, cosine 0.975 (no prior: 0.957)
+    steps: int = 300               # the prior learns fast: its retrieval test is met well within these
     max_minutes: float = 3.0
     sample_steps: int = 25         # DDIM steps when sampling an embedding
     guidance: float = 2.0
@@ -227,16 +217,16 @@ class DecoderSizes:
     context_tokens: int = 4        # extra context tokens projected from z_i (the paper: 4)
     z_dropout: float = 0.1         # the paper: z_i dropped 10% ...
     text_dropout: float = 0.5      # ... and the caption 50% of the time
-    steps: int = 500               # notebook 06's UNet, 0.6-0.67 s/step in a notebook: ~5.5 min, so the
-                                   # two stages (and the MLP baseline) fit in 7
+    steps: int = 500               # notebook 06's UNet: sized so the two stages (and the MLP baseline)
+                                   # fit notebook 07's budget
     max_minutes: float = 7.0       # a guard: the steps are sized to end well before it
     sample_steps: int = 20
     guidance: float = 3.0          # notebook 06 measured 3 as the best trade for its model
     n_probe: int = 64              # real images of notebook 07's variations and text diffs
     variations: int = 2            # decodings of each probe image's z_i (what z_i keeps)
-    n_invert: int = 8              # real images DDIM-inverted (one at a time: 16 took 60 s)
+    n_invert: int = 8              # real images DDIM-inverted (one at a time, the costliest probe)
     inversion_steps: int = 50      # DDIM steps of the inversion and of its reconstruction
-    n_eval: int = 100              # prompts of notebook 07's text -> image table (3 x 200: 249 s)
+    n_eval: int = 100              # prompts of notebook 07's text -> image table (three rows)
 
 
 @dataclass(frozen=True)
@@ -433,6 +423,30 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 PROFILE_NAMES = tuple(PROFILES)
+
+
+#: Per profile section, the settings only a notebook reads (how it measures: side runs,
+#: prompts, sampler settings of its reports). They are never part of a model's config, so
+#: changing one never invalidates a trained checkpoint. :func:`model_sizes` drops them.
+NOTEBOOK_SETTINGS: dict[str, tuple[str, ...]] = {
+    "galip": ("ablation_steps",),
+    "vae": ("compare_steps", "compare_minutes"),
+    "diffusion": ("sampler", "sample_steps", "guidance", "n_eval", "n_curve", "curve_steps",
+                  "guidance_scales", "cost_batch", "stability_seeds", "stability_steps",
+                  "reference_guidance"),
+    "prior": ("sample_steps", "guidance", "n_eval"),
+    "decoder": ("sample_steps", "guidance", "n_probe", "variations", "n_invert", "inversion_steps", "n_eval"),
+}
+
+
+def model_sizes(profile: Profile, section: str, changes, where: str) -> dict:
+    """:func:`section_with` without the section's :data:`NOTEBOOK_SETTINGS`: what a model's
+    config starts from (a change to a notebook-only setting is checked as a field of the
+    section, then left out: it changes how the notebook measures, not the model)."""
+    sizes = section_with(profile, section, changes, where)
+    for key in NOTEBOOK_SETTINGS.get(section, ()):
+        sizes.pop(key)
+    return sizes
 
 
 def section_with(profile: Profile, section: str, changes, where: str) -> dict:

@@ -18,9 +18,26 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything", "mixed_precision_for", "get_accelerator",
+__all__ = ["renamed", "get_device", "seed_everything", "seeded_generator", "seeded_noise", "mixed_precision_for",
+           "get_accelerator",
            "num_processes", "is_main_process", "wait_for_everyone",
            "Timer", "timed", "synchronize", "default_num_workers", "describe_runtime"]
+
+
+def renamed(function, old_name: str):
+    """``function`` under the ``old_name`` it once had: calls it, with a DeprecationWarning that
+    names the new one (kept only where a notebook or the README used the old name)."""
+    import functools
+    import warnings
+
+    @functools.wraps(function)
+    def old(*args, **kwargs):
+        warnings.warn(f"{old_name} is now {function.__module__.removeprefix('course_lib.')}."
+                      f"{function.__name__}; the old name will go.", DeprecationWarning, stacklevel=2)
+        return function(*args, **kwargs)
+
+    old.__name__ = old.__qualname__ = old_name.rpartition(".")[2]
+    return old
 
 
 def get_device(preferred: str | torch.device | None = None) -> torch.device:
@@ -79,6 +96,19 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed``: every sampler draws its noise from one,
+    on the CPU, so the same seed gives the same images on any device."""
+    return torch.Generator().manual_seed(int(seed))
+
+
+def seeded_noise(*shape: int, seed: int, device=None) -> torch.Tensor:
+    """Standard normal noise of ``shape`` from :func:`seeded_generator` (drawn on the CPU,
+    then moved to ``device``): the course's one way to turn a seed into noise."""
+    noise = torch.randn(*shape, generator=seeded_generator(seed))
+    return noise if device is None else noise.to(device)
 
 
 def mixed_precision_for(device: torch.device | str) -> str:

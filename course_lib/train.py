@@ -31,7 +31,6 @@ A model registers itself in :mod:`course_lib.registry`; nothing here names a mod
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -63,16 +62,23 @@ CHECK_N = 64
 
 
 def _unpack(result):
-    """``load_or_train`` functions return ``(model, card)`` or a model with ``.card``."""
+    """``load_or_train`` functions return ``(model, card)`` (the generator contract); a
+    registered model of one's own that breaks it gets a clear error."""
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], Mapping):
         return result
-    return result, dict(getattr(result, "card", {}) or {})
+    raise TypeError("A registered load_or_train function must return (model, card), the contract "
+                    f"of course_lib.conditioning; it returned {type(result).__name__}.")
 
 
 def _section_changes(entry: registry.Trainable, profile: Profile, *, steps=None, minutes=None,
                      reference: bool = False) -> dict:
     """The changes to ``entry``'s profile section asked for on the command line."""
     if entry.section is None:
+        if steps is not None or minutes is not None:
+            parts = " and ".join(entry.after) or "its parts"
+            raise SystemExit(f"--steps/--minutes: {entry.name!r} has no training of its own (it joins "
+                             f"{parts}); name those instead, e.g. `{entry.after[-1] if entry.after else entry.name}"
+                             " --steps 600`.")
         return {}
     section = getattr(profile, entry.section)
     changes = dict(entry.reference) if reference else {}
@@ -236,7 +242,9 @@ def train(names: Sequence[str] = ("all",), *, profile=None, steps: int | None = 
           verbose: bool = True) -> list[dict]:
     """Train (or load) ``names`` and what they need, in order; returns the summary rows."""
     base = get_profile(profile)
-    entries = registry.in_order(list(names))
+    # a generator made of others' checkpoints (unCLIP) is graded only when named: "all" trains
+    # and ships its parts
+    entries = [e for e in registry.in_order(list(names)) if e.trains or e.name in names]
     wanted = {e.name for e in entries} if "all" in names else set(names)
     command = command or "python -m course_lib.train " + " ".join(map(shlex.quote, sys.argv[1:]))
     rows: list[dict] = []
@@ -266,7 +274,7 @@ def train(names: Sequence[str] = ("all",), *, profile=None, steps: int | None = 
         trained = card.get("source") == "trained"
         train_minutes = (card.get("metrics") or {}).get("train_minutes")
         minutes_i = train_minutes if isinstance(train_minutes, (int, float)) else (took if trained else None)
-        if reference and is_main_process():
+        if reference and is_main_process() and entry.trains:
             # what later models of the chain train on (a generator's CLIP) must be exactly
             # what learners load from the fp16 files, or its fingerprint would not match
             if entry.prepare_reference is not None:
@@ -277,7 +285,7 @@ def train(names: Sequence[str] = ("all",), *, profile=None, steps: int | None = 
         row = {"model": entry.name, "source": card.get("source", "?"),
                "steps": (card.get("training") or {}).get("step") or (card.get("metrics") or {}).get("steps"),
                "minutes": minutes_i, "wall minutes": took, **numbers}
-        if reference and is_main_process():
+        if reference and is_main_process() and entry.trains:
             check = reference_check(entry, model, profile_i)
             path = export_reference(entry, model, card, profile_i, command=command,
                                     minutes=minutes_i, metrics=numbers, check=check,

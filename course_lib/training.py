@@ -56,8 +56,8 @@ from torch import nn
 from . import checkpoints
 from .runtime import get_accelerator, seed_everything
 
-__all__ = ["Method", "StepContext", "History", "TrainingDiverged", "fit", "load_resume_state",
-           "nonfinite"]
+__all__ = ["Method", "StepContext", "History", "TrainingDiverged", "fit", "unwrap", "count_parameters", "warmup_cosine",
+           "load_resume_state", "nonfinite"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -82,6 +82,30 @@ class Method:
     def training_step(self, batch: Any, ctx: StepContext) -> Mapping[str, torch.Tensor | float]:
         """One step: compute losses, call ``ctx.optimize`` and return the losses to log."""
         raise NotImplementedError
+
+    def one_model_adamw(self, name: str, model: nn.Module, *, lr: float, steps: int,
+                        weight_decay: float = 1e-4) -> None:
+        """The usual set-up of one trained model: AdamW, the learning rate warmed up and then
+        down a cosine (:func:`warmup_cosine`), under ``name``."""
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.models = {name: model}
+        self.optimizers = {name: opt}
+        self.schedulers = {name: warmup_cosine(opt, steps)}
+
+
+def warmup_cosine(optimizer, steps: int, warmup: float = 0.05, final: float = 0.05):
+    """Learning-rate schedule: linear warm-up over ``warmup`` of the steps, then a cosine
+    down to ``final`` times the peak (works for any number of steps, even 1)."""
+    steps = max(int(steps), 1)
+    ramp = max(1, int(warmup * steps))
+
+    def factor(step: int) -> float:
+        if step < ramp:
+            return (step + 1) / ramp
+        progress = min(1.0, (step - ramp) / max(1, steps - ramp))
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @dataclass
@@ -133,6 +157,10 @@ class History:
     stopped_by: str = ""
     resumed_from: int | None = None
     budget_start: float = 0.0
+    #: numbers measured after training that the model's card keeps (the judge's validation
+    #: accuracy, the autoencoder's latent scaling factor): every ``train_<name>`` returns
+    #: ``(history, method)``, and its ``load_or_train_<name>`` writes the card from them
+    measured: dict = field(default_factory=dict)
 
     def log(self, step: int, values: Mapping[str, float]) -> None:
         for name, value in values.items():
@@ -148,6 +176,12 @@ class History:
         values = [v for _, v in self.losses[name][-n:]]
         return sum(values) / len(values)
 
+    def summary(self) -> dict:
+        """The training record every model's card keeps: steps, minutes, what stopped the
+        run ("steps", "time" or "diverged") and seconds per step, then :attr:`measured`."""
+        return {"steps": self.step, "train_minutes": self.seconds / 60.0, "stopped_by": self.stopped_by,
+                "seconds_per_step": self.seconds / max(1, self.step), **self.measured}
+
     def as_dict(self) -> dict:
         return {"losses": {k: [list(p) for p in v] for k, v in self.losses.items()},
                 "step": self.step, "seconds": self.seconds, "stopped_by": self.stopped_by,
@@ -162,6 +196,17 @@ class History:
 
 
 # ----------------------------------------------------------------------------- resume state
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a distributed wrapper (DDP's ``.module``), or the model itself: what
+    a Method reads its own sub-networks' attributes from while several processes train it."""
+    return getattr(model, "module", model)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """How many parameters a module has (by default only those that train)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def _unwrap(accelerator, model: nn.Module) -> nn.Module:

@@ -1,10 +1,11 @@
 """Shared fixtures: every test writes under a temporary data folder, never data/."""
 import pytest
 
-from course_lib import kernel, paths
+from course_lib import paths
+from course_lib.tooling import kernel
 
 # OpenMP threads that sleep while they wait (a busy 2-core machine otherwise slows many-fold);
-# course_lib.pytest_plugin already did it for every pytest run, this keeps it for a run without it.
+# course_lib.tooling.pytest_plugin already did it for every pytest run, this keeps it for a run without it.
 kernel.apply_env()
 
 

@@ -211,3 +211,40 @@ def test_a_card_that_is_json_but_not_an_object_is_a_clear_error(tmp_path):
     save_file({"x": torch.zeros(1)}, str(path), metadata={ck.CARD_KEY: "[1, 2]"})
     with pytest.raises(ck.CheckpointError, match="JSON but not an object"):
         ck.read_card(path)
+
+
+def test_a_retired_config_key_in_an_old_card_is_no_difference():
+    """A card written when a notebook-only knob was still part of the config keeps loading;
+    any other difference, or a retired key the model asks for, still counts."""
+    wanted = {"steps": 10, "lr": 1e-3}
+    assert ck.config_diff(wanted, {**wanted, "ablation_steps": 200}) == []
+    assert ck.config_diff(wanted, {**wanted, "coord_channels": False}) == []
+    assert ck.config_diff(wanted, {**wanted, "unknown_knob": 1})
+    assert ck.config_diff({**wanted, "compare_steps": 300}, {**wanted, "compare_steps": 200})
+
+
+def test_a_shipped_card_with_a_retired_key_loads_and_an_unknown_key_is_refused(tmp_data):
+    """The shipped references were exported while coord_channels was still in the config."""
+    def strict_build(config):
+        assert "coord_channels" not in config, "a retired key must not reach the model's build"
+        return build(config)
+    path = tmp_data / "shipped" / "toy.safetensors"
+    ck.save_model(path, build(CONFIG), config={**CONFIG, "coord_channels": False}, profile="cpu")
+    cpu = get_profile("cpu")
+    _, card = ck.load_or_train("toy", config=CONFIG, build=strict_build, train=Counter(), profile=cpu,
+                               device="cpu", verbose=False)
+    assert card["source"] == "shipped"
+    ck.save_model(path, build(CONFIG), config={**CONFIG, "unknown_knob": 1}, profile="cpu")
+    with pytest.raises(ck.CheckpointMismatchError, match="unknown_knob"):
+        ck.load_or_train("toy", config=CONFIG, build=build, train=Counter(), profile=cpu, device="cpu",
+                         verbose=False)
+
+
+def test_notebook_only_settings_stay_out_of_model_configs():
+    from course_lib import profiles
+
+    p = profiles.get_profile("smoke")
+    for section, keys in profiles.NOTEBOOK_SETTINGS.items():
+        sizes = profiles.model_sizes(p, section, {}, "test")
+        assert not set(keys) & set(sizes), section
+        assert set(keys) <= set(profiles.section_with(p, section, {}, "test")), section

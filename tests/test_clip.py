@@ -96,7 +96,7 @@ def test_build_gives_an_open_clip_model_with_the_course_preprocessing():
     assert isinstance(model, open_clip.CLIP)
     assert model.context_length == 24
     assert open_clip.get_model_preprocess_cfg(model)["mean"] == (0.5, 0.5, 0.5)
-    counts = clip.count_parameters(model)
+    counts = clip.parameter_counts(model)
     assert counts["total"] == sum(p.numel() for p in model.parameters())
 
 
@@ -510,19 +510,19 @@ def test_load_pretrained_missing_paths_and_offline_names(tmp_path, monkeypatch, 
         clip.load_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="neither a file or folder .* nor an open_clip architecture"):
         clip.load_pretrained("ViT-Q-99")
-    monkeypatch.setattr(clip, "_cached_weights", lambda *a, **k: None)
+    monkeypatch.setattr(clip.pretrained, "_cached_weights", lambda *a, **k: None)
     monkeypatch.delenv("COURSE_ALLOW_DOWNLOADS", raising=False)
 
     def no_network(*a, **k):
         raise AssertionError("the network must not be touched unless downloads are asked for")
-    monkeypatch.setattr(clip, "_online", no_network)
+    monkeypatch.setattr(clip.pretrained, "_online", no_network)
     with pytest.raises(clip.PretrainedUnavailableError, match="downloads are off"):
         clip.load_pretrained("ViT-B-32", tag="openai")
     assert clip.load_pretrained("ViT-B-32", missing_ok=True) is None
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "COURSE_ALLOW_DOWNLOADS=1" in out
     # asked for, but offline: one clear line too
-    monkeypatch.setattr(clip, "_online", lambda *a, **k: False)
+    monkeypatch.setattr(clip.pretrained, "_online", lambda *a, **k: False)
     with pytest.raises(clip.PretrainedUnavailableError, match="cannot be fetched offline"):
         clip.load_pretrained("ViT-B-32", tag="openai", download=True)
     monkeypatch.setenv("COURSE_ALLOW_DOWNLOADS", "1")
@@ -532,7 +532,7 @@ def test_load_pretrained_missing_paths_and_offline_names(tmp_path, monkeypatch, 
 
 def test_hf_hub_offline_means_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert clip._online() is False
+    assert clip.pretrained._online() is False
 
 
 # ----------------------------------------------------------------------------- for the generators
@@ -633,7 +633,7 @@ def test_a_long_text_encoding_says_how_long_and_the_caption_bank_is_kept(monkeyp
         return original(tokens, *a, **k)
 
     monkeypatch.setattr(model, "encode_text", slow_encode_text)
-    monkeypatch.setattr(clip, "ANNOUNCE_AFTER_S", 0.1)
+    monkeypatch.setattr(clip.embed, "ANNOUNCE_AFTER_S", 0.1)
     clip.encode_text(model, ["a red circle"] * 10)
     assert capsys.readouterr().out == ""                                # few captions: no line
     bank = clip.caption_bank(model)

@@ -1,14 +1,10 @@
 """course_lib.conditioning: what every generator shares."""
 import pytest
 import torch
+from fakes import TINY_CLIP
 
 from course_lib import clip, conditioning
 from course_lib.images import ImageBatchError
-
-TINY_CLIP = {"embed_dim": 16,
-             "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
-             "text_cfg": {"context_length": 24, "vocab_size": clip.VOCAB_SIZE, "width": 32, "heads": 2,
-                          "layers": 2}}
 
 
 def test_fingerprint_is_stable_and_sees_any_weight_change():

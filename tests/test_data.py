@@ -35,11 +35,12 @@ from course_lib.data import (
     caption_for,
     chance_levels,
     class_counts,
-    generate,
     load_split,
     make_loader,
+    render_split,
     sample_attributes,
     sample_layout,
+    splits,
     to_float,
     to_uint8,
     varied_caption,
@@ -58,7 +59,7 @@ def _cache_in_tmp(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def train_two():
     """A train split with two-object scenes (rendered once for several tests)."""
-    return generate("train", 600, seed=3, two_object_fraction=0.5)
+    return render_split("train", 600, seed=3, two_object_fraction=0.5)
 
 
 def rows(attributes, n=None):
@@ -93,7 +94,7 @@ def test_constants():
 
 
 def test_shapes_dtypes_and_ranges():
-    images, attrs = generate("train", N, seed=0)
+    images, attrs = render_split("train", N, seed=0)
     assert images.shape == (N, 32, 32, 3) and images.dtype == np.uint8
     assert set(attrs) == set(ATTRIBUTES)
     for key, values in attrs.items():
@@ -117,25 +118,25 @@ def test_two_object_scenes(train_two):
 
 
 def test_deterministic_by_seed():
-    a_images, a_attrs = generate("val", N, seed=5)
-    b_images, b_attrs = generate("val", N, seed=5)
+    a_images, a_attrs = render_split("val", N, seed=5)
+    b_images, b_attrs = render_split("val", N, seed=5)
     np.testing.assert_array_equal(a_images, b_images)
     for key in ATTRIBUTES:
         np.testing.assert_array_equal(a_attrs[key], b_attrs[key])
-    c_images, _ = generate("val", N, seed=6)
+    c_images, _ = render_split("val", N, seed=6)
     assert not np.array_equal(a_images, c_images)
 
 
 def test_prefix_does_not_depend_on_n():
-    short, short_attrs = generate("train", 100, seed=1)
-    long, long_attrs = generate("train", 400, seed=1)
+    short, short_attrs = render_split("train", 100, seed=1)
+    long, long_attrs = render_split("train", 400, seed=1)
     np.testing.assert_array_equal(short, long[:100])
     np.testing.assert_array_equal(short_attrs["shape"], long_attrs["shape"][:100])
 
 
 def test_splits_are_disjoint():
     def hashes(split):
-        images, _ = generate(split, N, seed=0, combos="all")
+        images, _ = render_split(split, N, seed=0, combos="all")
         return {hashlib.sha1(image.tobytes()).hexdigest() for image in images}
     seen = {split: hashes(split) for split in world.SPLITS}
     for a, b in itertools.combinations(world.SPLITS, 2):
@@ -147,23 +148,23 @@ def test_held_out_combos_never_in_train(train_two):
     _, attrs = train_two
     assert not pairs_in(attrs) & set(HELD_OUT_COMBOS)
     for split in ("val", "test"):
-        _, attrs = generate(split, N, seed=0, two_object_fraction=0.5)
+        _, attrs = render_split(split, N, seed=0, two_object_fraction=0.5)
         assert not pairs_in(attrs) & set(HELD_OUT_COMBOS)
 
 
 def test_heldout_split_only_held_out_combos():
-    _, attrs = generate("heldout", N, seed=0, two_object_fraction=0.5)
+    _, attrs = render_split("heldout", N, seed=0, two_object_fraction=0.5)
     assert pairs_in(attrs) == set(HELD_OUT_COMBOS)
 
 
 def test_combos_all_overrides():
-    _, attrs = generate("train", 600, seed=0, combos="all")
+    _, attrs = render_split("train", 600, seed=0, combos="all")
     assert pairs_in(attrs) & set(HELD_OUT_COMBOS)
     assert len(pairs_in(attrs)) == len(SHAPES) * len(COLORS)
 
 
 def test_class_balance_roughly_uniform():
-    _, attrs = generate("train", 1500, seed=0, combos="all")
+    _, attrs = render_split("train", 1500, seed=0, combos="all")
     counts = class_counts(attrs)
     for key in ("shape", "color", "size", "position"):
         expected = 1500 / NUM_CLASSES[key]
@@ -174,15 +175,15 @@ def test_class_balance_roughly_uniform():
 
 def test_bad_arguments_are_clear():
     with pytest.raises(ValueError, match="split"):
-        generate("training", 10)
+        render_split("training", 10)
     with pytest.raises(ValueError, match="combos"):
-        generate("train", 10, combos="unseen")
+        render_split("train", 10, combos="unseen")
     with pytest.raises(ValueError, match="captions"):
         WorldDataset("train", n=10, captions="nice")
 
 
 def test_empty_split():
-    images, attrs = generate("test", 0)
+    images, attrs = render_split("test", 0)
     assert images.shape == (0, 32, 32, 3) and attrs["shape"].shape == (0,)
 
 
@@ -310,7 +311,7 @@ def test_canonical_caption_names_every_attribute():
     assert (caption_for("circle", "red", "small", shape2="square", color2="blue", size2="small",
                         relation="left of")
             == "a small red circle to the left of a small blue square")
-    _, attrs = generate("train", 100, seed=0, two_object_fraction=0.5)
+    _, attrs = render_split("train", 100, seed=0, two_object_fraction=0.5)
     for row in rows(attrs):
         names = attribute_names(row)
         caption = canonical_caption(row)
@@ -333,7 +334,7 @@ def test_synonyms_do_not_overlap():
 
 def test_varied_captions_mention_the_right_words():
     rng = np.random.default_rng(0)
-    _, attrs = generate("train", 200, seed=0, combos="all")
+    _, attrs = render_split("train", 200, seed=0, combos="all")
     for row in rows(attrs):
         names = attribute_names(row)
         caption = varied_caption(row, rng)
@@ -355,7 +356,7 @@ def test_caption_variety():
 
 def test_captions_are_short_ascii():
     rng = np.random.default_rng(0)
-    _, attrs = generate("train", 200, seed=0, two_object_fraction=0.5)
+    _, attrs = render_split("train", 200, seed=0, two_object_fraction=0.5)
     for row in rows(attrs):
         for caption in (canonical_caption(row), varied_caption(row, rng)):
             assert caption.isascii() and caption == caption.strip() and "  " not in caption
@@ -426,7 +427,7 @@ def test_attribute_names():
 # ---------------------------------------------------------------------------
 
 def test_to_float_and_back():
-    images, _ = generate("val", 8, seed=0)
+    images, _ = render_split("val", 8, seed=0)
     floats = to_float(images)
     assert floats.shape == (8, 3, 32, 32) and floats.dtype == torch.float32
     assert floats.min() >= -1 and floats.max() <= 1
@@ -451,7 +452,7 @@ def test_cache_round_trip(tmp_path, monkeypatch):
 
     def no_rendering(*args, **kwargs):
         raise AssertionError("should have been read from the cache")
-    monkeypatch.setattr(world, "generate", no_rendering)
+    monkeypatch.setattr(splits, "render_split", no_rendering)     # where load_split looks it up
     again, again_attrs = load_split("val", 100, seed=0, cache_dir=tmp_path)
     np.testing.assert_array_equal(images, again)
     for key in ATTRIBUTES:
@@ -465,7 +466,7 @@ def test_cache_key_covers_every_parameter(tmp_path, monkeypatch):
     for change in ({"split": "val"}, {"n": 101}, {"seed": 1}, {"image_size": 64},
                    {"combos": "all"}, {"two_object_fraction": 0.5}):
         paths_.add(cache_path(**{**base, **change}))
-    monkeypatch.setattr(world, "RENDER_VERSION", world.RENDER_VERSION + 1)
+    monkeypatch.setattr(splits, "RENDER_VERSION", splits.RENDER_VERSION + 1)
     paths_.add(cache_path(**base))
     assert len(paths_) == 8
 

@@ -5,36 +5,18 @@ A tiny UNet on 8x8 "pixels" and a fake text encoder: every test runs in seconds 
 no trained checkpoint."""
 import math
 
+import fakes
 import pytest
 import torch
-from torch import nn
 
-from course_lib import clip, conditioning, diffusion, training
+from course_lib import clip, conditioning, diffusion
 from course_lib.vae import LatentShapeError
 
 WIDTH, CONTEXT = 16, 12
 
 
-class FakeTextEncoder(nn.Module):
-    """Stands in for course_lib.clip.FrozenTextEncoder: fixed token states per caption,
-    checked by the real tokenizer (so a too-long caption fails as it does for real)."""
-
-    embed_dim, width, context_length = 8, WIDTH, CONTEXT
-
-    def __init__(self):
-        super().__init__()
-        self.clip = nn.Linear(2, 2)
-        self.fingerprint = "fake"
-
-    def tokens(self, captions):
-        clip.tokenize(captions, self.context_length)
-        states, masks = [], []
-        for c in captions:
-            g = torch.Generator().manual_seed(sum(map(ord, c)))
-            states.append(torch.randn(CONTEXT, WIDTH, generator=g))
-            n = min(CONTEXT, len(c.split()) + 2)
-            masks.append(torch.arange(CONTEXT) < n)
-        return torch.stack(states), torch.stack(masks)
+def FakeTextEncoder():
+    return fakes.FakeTextEncoder(embed_dim=8, width=WIDTH, context_length=CONTEXT)
 
 
 def tiny_config(**changes):
@@ -171,9 +153,9 @@ def test_ddim_with_1_step_and_50_steps_gives_the_same_shapes():
 
 def test_fold_and_unfold_are_inverse():
     x = torch.randn(2, 4, 16, 16)
-    assert diffusion.fold(x, 2).shape == (2, 16, 8, 8)
-    assert torch.equal(diffusion.unfold(diffusion.fold(x, 2), 2), x)
-    assert torch.equal(diffusion.fold(x, 1), x)
+    assert diffusion.to_patches(x, 2).shape == (2, 16, 8, 8)
+    assert torch.equal(diffusion.from_patches(diffusion.to_patches(x, 2), 2), x)
+    assert torch.equal(diffusion.to_patches(x, 1), x)
 
 
 def test_build_unet_passes_extra_arguments_through_for_unclip():

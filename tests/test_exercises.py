@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib import kernel
+from course_lib.tooling import kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTION = re.compile(r"<summary>Solution</summary>\s*```python\n(.*?)```", re.S)

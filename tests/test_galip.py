@@ -11,16 +11,13 @@ import math
 import open_clip
 import pytest
 import torch
+from fakes import TINY_CLIP
 
 from course_lib import checkpoints, clip, conditioning, galip, gan
 from course_lib.checkpoints import CheckpointMismatchError
 from course_lib.images import check_images
 from course_lib.training import fit
 
-TINY_CLIP = {"embed_dim": 16,
-             "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
-             "text_cfg": {"context_length": 24, "vocab_size": clip.VOCAB_SIZE, "width": 32, "heads": 2,
-                          "layers": 2}}
 CAPTIONS = ["a red circle", "a large blue square at the top", "a small green star", "a cyan diamond"]
 
 

@@ -8,16 +8,13 @@ import math
 
 import pytest
 import torch
+from fakes import TINY_CLIP
 
 from course_lib import checkpoints, clip, conditioning, gan
 from course_lib.checkpoints import CheckpointMismatchError
 from course_lib.images import check_images
 from course_lib.training import TrainingDiverged, fit
 
-TINY_CLIP = {"embed_dim": 16,
-             "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "head_width": 16},
-             "text_cfg": {"context_length": 24, "vocab_size": clip.VOCAB_SIZE, "width": 32, "heads": 2,
-                          "layers": 2}}
 CAPTIONS = ["a red circle", "a large blue square at the top", "a small green star", "a cyan diamond"]
 
 
@@ -128,11 +125,11 @@ def test_mismatched_pairs_give_every_image_another_caption():
         gan.mismatched(s[:1])
 
 
-def test_clip_loss_is_zero_for_an_image_at_its_own_embedding(encoder):
+def test_clip_distance_is_zero_for_an_image_at_its_own_embedding(encoder):
     images = torch.rand(3, 3, 32, 32) * 2 - 1
     e = clip.encode_image(encoder.clip, images)
-    assert gan.clip_loss(encoder.clip, images, e).item() == pytest.approx(0.0, abs=1e-5)
-    assert gan.clip_loss(encoder.clip, images, -e).item() == pytest.approx(2.0, abs=1e-5)
+    assert gan.clip_distance(encoder.clip, images, e).item() == pytest.approx(0.0, abs=1e-5)
+    assert gan.clip_distance(encoder.clip, images, -e).item() == pytest.approx(2.0, abs=1e-5)
 
 
 # ----------------------------------------------------------------------------- training
@@ -210,7 +207,7 @@ def test_sampling_is_deterministic_for_a_seed(model):
 
 
 def test_truncation_shrinks_the_noise(model):
-    z1, z5 = gan.noise(100, 8, seed=0), gan.noise(100, 8, seed=0, truncation=0.5)
+    z1, z5 = gan.draw_noise(100, 8, seed=0), gan.draw_noise(100, 8, seed=0, truncation=0.5)
     assert torch.allclose(z5, 0.5 * z1)
     for bad in (0.0, -0.5, 1.5, "1"):
         with pytest.raises(ValueError, match=r"truncation must be in \(0, 1\]"):
@@ -230,8 +227,8 @@ def test_bad_captions_are_clear_errors(model, captions, error, pattern):
 
 
 def test_noise_of_the_wrong_shape_is_a_clear_error(model):
-    with pytest.raises(ValueError, match=r"z must be \(2, 8\)"):
-        gan.sample(model, CAPTIONS[:2], z=torch.randn(2, 5))
+    with pytest.raises(ValueError, match=r"noise must have shape \(2, 8\)"):
+        gan.sample(model, CAPTIONS[:2], noise=torch.randn(2, 5))
 
 
 def test_a_model_without_text_encoder_says_how_to_get_one(encoder):

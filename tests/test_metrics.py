@@ -286,9 +286,9 @@ def test_per_image_shift_and_blur_matches_torchvision():
 
     x = torch.rand(6, 3, 32, 32) * 2 - 1
     zero = torch.zeros(6)
-    ours = M._shift_and_blur(x, zero, zero, torch.full((6,), 1.0))
+    ours = M.judge._shift_and_blur(x, zero, zero, torch.full((6,), 1.0))
     assert torch.allclose(ours, gaussian_blur(x, [7, 7], [1.0, 1.0]), atol=1e-5)
-    moved = M._shift_and_blur(x, torch.ones(6), zero, zero)      # one pixel, no blur
+    moved = M.judge._shift_and_blur(x, torch.ones(6), zero, zero)      # one pixel, no blur
     assert torch.allclose(moved[..., :-1], x[..., 1:], atol=1e-6)
     assert torch.allclose(M.blur(x, 1.0), gaussian_blur(x, [7, 7], [1.0, 1.0]))
 
@@ -341,17 +341,17 @@ def test_attributes_in_any_form_and_clear_errors():
 
 def test_images_are_checked_with_a_hint():
     with pytest.raises(ValueError, match=r"x \* 2 - 1"):
-        M._check_images(torch.rand(2, 3, 8, 8) * 255)
+        M.inputs._check_images(torch.rand(2, 3, 8, 8) * 255)
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
-        M._check_images(torch.zeros(3, 8, 8))
+        M.inputs._check_images(torch.zeros(3, 8, 8))
     with pytest.raises(TypeError):
-        M._check_images([[0.0]])
+        M.inputs._check_images([[0.0]])
     pixels = torch.full((1, 8, 8, 3), 255, dtype=torch.uint8)
-    assert M._check_images(pixels).shape == (1, 3, 8, 8) and M._check_images(pixels).max() == 1.0
+    assert M.inputs._check_images(pixels).shape == (1, 3, 8, 8) and M.inputs._check_images(pixels).max() == 1.0
     with pytest.raises(ValueError, match="outside"):                     # a little over: the sampler clamps
-        M._check_images(torch.full((1, 3, 4, 4), 1.2))
+        M.inputs._check_images(torch.full((1, 3, 4, 4), 1.2))
     with pytest.raises(ValueError, match=r"\[0, 1\] images"):           # torchvision's range is caught
-        M._check_images(torch.rand(2, 3, 4, 4))
+        M.inputs._check_images(torch.rand(2, 3, 4, 4))
 
 
 def test_speed_timer_measures_a_known_sleep():
@@ -454,7 +454,7 @@ def test_sampled_images_range_is_checked_on_the_whole_set_not_per_chunk():
     """A pale caption's few samples can all be >= 0 (seen from a smoke GAN in CI); the
     [0, 1]-images check looks at everything sampled, and still refuses a [0, 1] sampler."""
     from course_lib.images import ImageBatchError
-    from course_lib.metrics import _sample_all
+    from course_lib.metrics.report import _sample_all
 
     def pale_then_dark(caps):
         x = torch.full((len(caps), 3, 8, 8), 0.5)

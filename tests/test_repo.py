@@ -152,14 +152,14 @@ def test_every_course_process_starts_with_passive_openmp_threads(pytestconfig, m
     """Item 17: OMP_WAIT_POLICY=PASSIVE wherever the course starts Python."""
     import os
 
-    from course_lib import kernel, run_course
+    from course_lib.tooling import kernel, run_course
 
     spec = json.loads((kernel.SPEC_DIR / "kernel.json").read_text())
     assert spec["env"]["OMP_WAIT_POLICY"] == "PASSIVE" and spec["argv"][0] == "python"
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^export OMP_WAIT_POLICY \?= PASSIVE$", makefile, re.M)
     lab = makefile.split("\nlab:")[1].split("\n\n")[0]
-    assert "-m course_lib.kernel" in lab, "make lab must install the course kernel"
+    assert "-m course_lib.tooling.kernel" in lab, "make lab must install the course kernel"
     installed = Path(kernel.install(prefix=str(tmp_path))) / "kernel.json"
     assert json.loads(installed.read_text())["env"] == spec["env"]
     if hasattr(pytestconfig.option, "nbval_kernel_name"):
@@ -180,7 +180,7 @@ def test_notebook_uses_the_course_kernel(nb):
 
 
 def test_every_formula_of_the_notebooks_renders_without_the_internet():
-    """The built pages render maths at build time (course_lib.pages): each formula must be
+    """The built pages render maths at build time (course_lib.tooling.pages): each formula must be
     one that matplotlib's mathtext reads, or the page would show it as raw LaTeX."""
     from course_lib import pages
 
@@ -256,6 +256,116 @@ def test_notebook_headers_give_the_times_of_the_readme_map():
             assert f"gpu profile {gpu}" in header
         checked += 1
     assert checked >= 3
+
+
+# ----------------------------------------------------------------------------- the package's shape
+
+COURSE_LIB = ROOT / "course_lib"
+MAX_MODULE_LINES = 800      # past this a module becomes a package split by stage (the course's rule)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _course_imports() -> dict[str, set[str]]:
+    """Every course_lib module and the course_lib modules it imports anywhere in its code
+    (top level or inside a function; ``if TYPE_CHECKING:`` blocks are annotations only).
+    Importing ``a.b.c`` also runs the package ``a.b``: that is an edge too."""
+    import ast
+
+    files = {_module_name(p): p for p in COURSE_LIB.rglob("*.py")}
+    edges = {m: set() for m in files}
+    for mod, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                skip |= {id(n) for child in node.body for n in ast.walk(child)}
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+            for target in targets:
+                parts = target.split(".")
+                for i in range(2, len(parts) + 1):        # the packages on the way run too
+                    name = ".".join(parts[:i])
+                    if name in files and name != mod and not mod.startswith(name + "."):
+                        edges[mod].add(name)
+    return edges
+
+
+def _circles(edges: dict[str, set[str]]) -> list[str]:
+    circles, state = [], {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == "open":
+                circles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [])
+    return circles
+
+
+def test_course_lib_imports_have_no_circles():
+    """Imports point down the layers: no module reaches, directly or through others, back
+    to itself (a circle works only while every link in it stays lazy)."""
+    circles = _circles(_course_imports())
+    assert not circles, "import circles in course_lib:\n" + "\n".join(circles)
+
+
+def test_the_circle_check_sees_a_circle(tmp_path):
+    """The check above can fail: two modules importing each other (one lazily) are caught."""
+    pkg = tmp_path / "course_lib"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from . import b\n")
+    (pkg / "b.py").write_text("def f():\n    from .a import x\n")
+    global ROOT, COURSE_LIB
+    saved = ROOT, COURSE_LIB
+    ROOT, COURSE_LIB = tmp_path, pkg
+    try:
+        edges = _course_imports()
+    finally:
+        ROOT, COURSE_LIB = saved
+    assert _circles(edges) == ["course_lib.a -> course_lib.b -> course_lib.a"]
+
+
+def test_no_course_lib_module_is_past_the_size_rule():
+    long = {str(p.relative_to(ROOT)): n for p in COURSE_LIB.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"split these by stage (the rule: <= {MAX_MODULE_LINES} lines): {long}"
+
+
+def test_the_layout_tables_name_every_module():
+    """course_lib/__init__.py's table and README's layout section describe the package as it is."""
+    import course_lib
+
+    pkg = ROOT / "course_lib"
+    names = {p.stem for p in pkg.glob("*.py") if p.stem != "__init__"}
+    names |= {p.name for p in pkg.iterdir() if (p / "__init__.py").exists()}
+    layout = README.split("## Repository layout", 1)[1]
+    for name in sorted(names):
+        assert re.search(rf"\b{name}\b", course_lib.__doc__), f"course_lib/__init__.py's table lacks {name}"
+        assert re.search(rf"\b{name}\b", layout), f"README's layout section lacks {name}"
 
 
 def test_learner_facing_text_never_speaks_of_issues():

@@ -1,4 +1,4 @@
-"""Tests of course_lib.run_course (``make course``) and of the notebook-durations pytest plugin.
+"""Tests of course_lib.tooling.run_course (``make course``) and of the notebook-durations pytest plugin.
 
 The notebooks here are tiny ones written into a temporary folder; each run
 starts a real Jupyter kernel (a few seconds each), so the tests run as few
@@ -16,9 +16,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from course_lib import run_course
 from course_lib.paths import REPO_ROOT
-from course_lib.pytest_plugin import NotebookDurations
+from course_lib.tooling import run_course
+from course_lib.tooling.pytest_plugin import NotebookDurations
 
 
 def assert_offline(page: str, name: str) -> None:
@@ -182,7 +182,7 @@ def test_seed_arguments_are_checked(folders, capsys):
 def test_no_notebooks_is_an_error(folders):
     notebooks, build = folders
     result = subprocess.run(
-        [sys.executable, "-m", "course_lib.run_course", "--notebooks", str(notebooks),
+        [sys.executable, "-m", "course_lib.tooling.run_course", "--notebooks", str(notebooks),
          "--build", str(build)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})

@@ -1,5 +1,4 @@
 """The training command (python -m course_lib.train) and the reference checkpoints."""
-import json
 
 import pytest
 import torch
@@ -35,6 +34,16 @@ def test_only_the_asked_models_get_new_steps():
     p = get_profile("smoke")
     assert train._section_changes(entries["gan"], p, steps=7) == {"steps": 7}
     assert train._section_changes(entries["clip"], p) == {}
+
+
+def test_a_generator_without_training_of_its_own_names_its_parts():
+    """unCLIP joins the prior and the decoder: `train unclip` grades them together, and steps
+    given to it would be silently lost, so they are an error naming the parts."""
+    entry = registry.registered()["unclip"]
+    assert not entry.trains and set(entry.after) == {"unclip-prior", "unclip-decoder"}
+    with pytest.raises(SystemExit, match="unclip-decoder"):
+        train._section_changes(entry, get_profile("smoke"), steps=5)
+    assert "unclip" not in {e.name for e in registry.in_order(["all"]) if e.trains}
 
 
 def test_table_lists_every_column():
@@ -167,6 +176,7 @@ def test_shipped_references_reproduce(path, monkeypatch):
 
 def test_bundle_is_fp16_and_sampling_only(tmp_data):
     import tarfile
+
     from safetensors.torch import load_file
     model = torch.nn.Linear(4, 3)
     folder = paths.CHECKPOINT_DIR / "smoke"

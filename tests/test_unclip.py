@@ -4,42 +4,20 @@ DDIM inversion -> reconstruction, the text-diff direction, bad inputs.
 Tiny models and a fake text encoder (pixel space, 8x8): seconds, no trained checkpoint."""
 import math
 
+import fakes
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from course_lib import clip, conditioning, unclip
+from course_lib import conditioning, unclip
 from course_lib.unclip.prior import EmbeddingError
 
 D, WIDTH, CONTEXT = 8, 16, 12
 CLIP_DEP = {"embed_dim": D, "width": WIDTH, "context_length": CONTEXT, "fingerprint": "fake"}
 
 
-class FakeTextEncoder(nn.Module):
-    embed_dim, width, context_length = D, WIDTH, CONTEXT
-
-    def __init__(self):
-        super().__init__()
-        self.clip = nn.Linear(2, 2)
-        self.fingerprint = "fake"
-
-    def tokens(self, captions):
-        clip.tokenize(captions, self.context_length)
-        states, masks = [], []
-        for c in captions:
-            g = torch.Generator().manual_seed(sum(map(ord, c)))
-            states.append(torch.randn(CONTEXT, WIDTH, generator=g))
-            masks.append(torch.arange(CONTEXT) < min(CONTEXT, len(c.split()) + 2))
-        return torch.stack(states), torch.stack(masks)
-
-    def pooled(self, captions):
-        g = [torch.Generator().manual_seed(sum(map(ord, c)) + 1) for c in captions]
-        return F.normalize(torch.stack([torch.randn(D, generator=x) for x in g]), dim=-1)
-
-    def forward(self, captions):
-        tokens, mask = self.tokens(captions)
-        return {"pooled": self.pooled(captions), "tokens": tokens, "mask": mask}
+def FakeTextEncoder():
+    return fakes.FakeTextEncoder(embed_dim=D, width=WIDTH, context_length=CONTEXT)
 
 
 def prior_cfg(**changes):

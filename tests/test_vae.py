@@ -4,6 +4,7 @@ Tiny models and a tiny fake CLIP text encoder: every test runs in seconds and ne
 trained checkpoint."""
 import math
 
+import fakes
 import pytest
 import torch
 from torch import nn
@@ -15,24 +16,9 @@ from course_lib.profiles import get_profile
 EMBED = 8
 
 
-class FakeTextEncoder(nn.Module):
-    """Stands in for course_lib.clip.FrozenTextEncoder: a fixed embedding per caption."""
-
-    embed_dim, width, context_length = EMBED, 16, 24
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        self.clip = nn.Linear(2, 2)
-        self.fingerprint = f"fake{seed}"
-        self.seed = seed
-
-    def pooled(self, captions):
-        rows = []
-        for c in captions:
-            g = torch.Generator().manual_seed(hash((c, self.seed)) % 2**31)
-            v = torch.randn(EMBED, generator=g)
-            rows.append(v / v.norm())
-        return torch.stack(rows)
+def FakeTextEncoder(seed: int = 0):
+    return fakes.FakeTextEncoder(embed_dim=EMBED, width=16, context_length=24, seed=seed,
+                                 fingerprint=f"fake{seed}")
 
 
 def tiny(fusion="cvae", **kw):
@@ -222,7 +208,7 @@ def test_sample_keeps_the_noise_when_the_caption_changes(attached):
     a = vae.sample(attached, ["x", "x"], noise=noise)
     b = vae.sample(attached, ["x", "x"], noise=noise)
     assert torch.equal(a, b)
-    with pytest.raises(ValueError, match=r"noise must be \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"noise must have shape \(2, 4\)"):
         vae.sample(attached, ["x", "y"], noise=torch.randn(2, 3))
 
 

@@ -1,8 +1,10 @@
 """The course's data: the generated world, and your own images.
 
-* :mod:`course_lib.data.world` -- images of coloured shapes with known
-  attributes, their captions, the train / val / test / heldout splits and
-  :class:`WorldDataset`.
+* the generated world, images of coloured shapes with known attributes, one module per
+  stage: :mod:`~course_lib.data.vocabulary` (attributes and captions),
+  :mod:`~course_lib.data.render` (scenes and pixels), :mod:`~course_lib.data.splits`
+  (train / val / test / heldout and their cache), :mod:`~course_lib.data.loaders`
+  (:class:`WorldDataset`, loaders); :mod:`course_lib.data.world` re-exports all four.
 * :mod:`course_lib.data.folder` -- :class:`ImageTextFolder`, a folder of your
   own images with a captions file, usable wherever a WorldDataset is.
 
@@ -15,8 +17,30 @@ Typical use::
     image, caption, attributes = train[0]
     loader = make_loader(train, batch_size=128)
 """
+from ..images import (
+    to_float,
+    to_uint8,
+)
+from . import world  # noqa: F401  (the stages together, as before the split)
 from .folder import FolderError, ImageTextFolder, load_image, read_captions, to_rgb
-from .world import (
+from .loaders import (
+    WorldDataset,
+    batch_loader,
+    make_loader,
+)
+from .render import (
+    render,
+    render_attributes,
+    sample_attributes,
+    sample_layout,
+)
+from .splits import (
+    cache_path,
+    generate,
+    load_split,
+    render_split,
+)
+from .vocabulary import (
     ATTRIBUTE_VALUES,
     ATTRIBUTES,
     COLOR_WORDS,
@@ -38,25 +62,13 @@ from .world import (
     SPLIT_COMBOS,
     SPLITS,
     TEMPLATES,
-    WorldDataset,
     allowed_combos,
     attribute_names,
-    batch_loader,
-    cache_path,
     canonical_caption,
     caption_for,
     chance_levels,
     class_counts,
-    generate,
     is_held_out,
-    load_split,
-    make_loader,
-    render,
-    render_attributes,
-    sample_attributes,
-    sample_layout,
-    to_float,
-    to_uint8,
     varied_caption,
 )
 
@@ -72,7 +84,7 @@ __all__ = [
     # statistics and conversions
     "attribute_names", "chance_levels", "class_counts", "to_uint8", "to_float",
     # drawing and splits
-    "sample_attributes", "sample_layout", "render", "render_attributes", "generate",
+    "sample_attributes", "sample_layout", "render", "render_attributes", "render_split", "generate",
     "load_split", "cache_path",
     # torch
     "WorldDataset", "make_loader", "batch_loader",

@@ -50,7 +50,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from .world import to_float
+from ..images import to_float
 
 __all__ = ["ImageTextFolder", "FolderError", "read_captions", "load_image", "to_rgb",
            "CAPTION_FILE_NAMES"]
@@ -356,8 +356,8 @@ class ImageTextFolder(Dataset):
         return path if path.is_absolute() else self.root / path
 
     def _check_token_lengths(self, context_length: int | None) -> None:
-        from ..clip import count_tokens
         from ..profiles import get_profile
+        from ..text import count_tokens
 
         if context_length is None:
             context_length = get_profile().clip.context_length

@@ -5,11 +5,39 @@ decoder from those embeddings to images (notebook 07).
   the MLP and "no prior" baselines, their quality (cosine, retrieval).
 * :mod:`~course_lib.unclip.decoder` -- the decoder: notebook 06's latent diffusion
   conditioned on z_i (timestep projection + extra context tokens).
-* :mod:`~course_lib.unclip.edits` -- generate, variations, interpolate (slerp), text diffs,
-  DDIM inversion.
+* :mod:`~course_lib.unclip.edits` -- the two stages joined (``sample``; ``sample_no_prior``,
+  the ablation), variations, interpolate (slerp), text diffs, DDIM inversion.
 * :mod:`~course_lib.unclip.probes` -- notebook 07's measurements (what variations keep, text
   diffs' flips, inversion error), graded by the judge.
 """
+from .decoder import (
+    DECODER_CHECKPOINT,
+    DecoderMethod,
+    DecoderModel,
+    build_decoder,
+    decode_embeddings,
+    decoder_config,
+    decoder_data,
+    load_or_train_decoder,
+    train_decoder,
+)
+from .edits import (
+    UnCLIP,
+    as_images,
+    embed_images,
+    generate,
+    generate_no_prior,
+    interpolate,
+    invert,
+    joined_card,
+    load_or_train_unclip,
+    sample,
+    sample_no_prior,
+    slerp,
+    text_diff,
+    text_direction,
+    variations,
+)
 from .prior import (
     MLP_CHECKPOINT,
     PRIOR_CHECKPOINT,
@@ -31,35 +59,14 @@ from .prior import (
     set_statistics,
     train_prior,
 )
-
-from .decoder import (DECODER_CHECKPOINT, DecoderMethod, DecoderModel, build_decoder,
-                      decode_embeddings, decoder_config, decoder_data, load_or_train_decoder,
-                      train_decoder)
-from .edits import (UnCLIP, as_images, embed_images, generate, generate_no_prior, interpolate, invert,
-                    load_or_train_unclip, sample, slerp, text_diff, text_direction, variations)
-
 from .probes import inversion_report, kept_attributes, text_diff_report, variation_report
 
 __all__ = ["kept_attributes", "variation_report", "text_diff_report", "inversion_report",
            "DECODER_CHECKPOINT", "DecoderMethod", "DecoderModel", "build_decoder", "decode_embeddings",
            "decoder_config", "decoder_data", "load_or_train_decoder", "train_decoder",
            "UnCLIP", "as_images", "embed_images", "generate", "generate_no_prior", "interpolate", "invert",
-           "load_or_train_unclip", "sample", "slerp", "text_diff", "text_direction", "variations",
+           "load_or_train_unclip", "joined_card", "sample", "sample_no_prior", "slerp", "text_diff", "text_direction", "variations",
            "PRIOR_CHECKPOINT", "MLP_CHECKPOINT", "EmbeddingError", "PriorModel", "PriorMethod",
            "MLPPrior", "MLPPriorMethod", "build_prior", "check_embeddings", "image_embeddings",
            "prior_config", "prior_data", "set_statistics", "train_prior", "load_or_train_prior",
            "load_or_train_mlp_prior", "sample_prior", "no_prior", "prior_quality"]
-
-
-# The training command (python -m course_lib.train) finds these models here.
-from .. import registry as _registry
-# The references (``python -m course_lib.train unclip-prior unclip-decoder --reference --profile
-# cpu``, shipped for notebook 07's side-by-side): the decoder trained 6x longer than the cpu
-# notebook's 500 steps, the prior twice as long (it meets its targets in the notebook already;
-# it must be trained on the reference CLIP).
-_registry.register("unclip-prior", load_or_train_prior, after=("clip",), section="prior",
-                   reference={"steps": 600})
-_registry.register("unclip-prior-mlp", load_or_train_mlp_prior, after=("clip",), section="prior")
-_registry.register("unclip-decoder", load_or_train_decoder, after=("clip", "judge", "autoencoder"),
-                   section="decoder", reference={"steps": 3_000, "max_minutes": 60.0},
-                   sample=generate_no_prior)

@@ -21,10 +21,21 @@ import torch
 from torch import nn
 
 from .. import checkpoints, conditioning
-from ..diffusion import (DiffusionMethod, DiffusionModel, check_sampling, data_shape, decode,
-                         denoise, diffusion_config, fold, make_scheduler, unfold)
-from ..profiles import get_profile, profile_of, section_with
-from ..training import fit
+from ..diffusion import (
+    DiffusionMethod,
+    DiffusionModel,
+    check_sampling,
+    data_shape,
+    decode,
+    denoise,
+    diffusion_config,
+    from_patches,
+    make_scheduler,
+    to_patches,
+)
+from ..profiles import get_profile, model_sizes, profile_of
+from ..runtime import seeded_noise
+from ..training import fit, unwrap
 from .prior import check_embeddings, image_embeddings
 
 __all__ = ["DECODER_CHECKPOINT", "decoder_config", "DecoderModel", "build_decoder", "DecoderMethod",
@@ -37,11 +48,8 @@ def decoder_config(profile=None, encoder=None, autoencoder=None, **changes) -> d
     """The decoder's config: notebook 06's diffusion config (UNet sizes, schedule, latent
     space) with the ``decoder`` section's conditioning and budget on top."""
     p = get_profile(profile)
-    own = section_with(p, "decoder", changes, "decoder_config")
+    own = model_sizes(p, "decoder", changes, "decoder_config")
     base = diffusion_config(p, encoder, autoencoder)
-    for key in ("sample_steps", "guidance", "n_probe", "variations", "n_invert", "inversion_steps",
-                "n_eval"):                               # sampling and measuring, not the model
-        own.pop(key)
     # DiffusionMethod's dropout hook reads "caption_dropout": here it drops z_i
     return {**base, **own, "caption_dropout": own["z_dropout"]}
 
@@ -69,10 +77,9 @@ class DecoderModel(DiffusionModel):
         if tokens is None:
             null = self.null_condition(n)
             tokens, mask = null["encoder_hidden_states"], null["encoder_attention_mask"]
-        # A unit z_i has entries ~1/sqrt(D): projected as it is, its tokens were ~20x smaller than
-        # the caption's (whose entries are ~1 after CLIP's LayerNorm) and its timestep term tiny, and
-        # the decoder learned to ignore it (cpu, 550 steps: variations kept colour 41%). Scaled to
-        # entries ~1 and its tokens normalised, it is heard (smoke, 200 steps: colour kept 29% -> 57%).
+        # A unit z_i has entries ~1/sqrt(D): projected as it is, its tokens are ~20x smaller than
+        # the caption's (entries ~1 after CLIP's LayerNorm) and the decoder learns to ignore it.
+        # Scaled to entries ~1 and its tokens normalised, it is heard (notebook 07's closing note).
         zs = z * self.embed_dim ** 0.5
         extra = self.z_norm(self.z_to_tokens(zs).view(n, self.k, self.width))
         ones = torch.ones(n, self.k, dtype=torch.bool, device=z.device)
@@ -97,7 +104,7 @@ class DecoderMethod(DiffusionMethod):
     def drop_conditioning(self, cond: dict, keep_mask: torch.Tensor) -> dict:
         """``keep_mask`` (drawn with ``caption_dropout`` = ``z_dropout``) keeps z_i; the caption
         is kept with its own probability 1 - ``text_dropout``."""
-        core = getattr(self.models["diffusion"], "module", self.models["diffusion"])
+        core = unwrap(self.models["diffusion"])
         z, tokens, mask = cond["z"], cond["tokens"], cond["mask"]
         n = len(z)
         keep_z = keep_mask.to(z.device)
@@ -140,7 +147,7 @@ def train_decoder(model: DecoderModel, encoder, autoencoder, *, config: Mapping,
                   resume_path=resume_path, desc="unclip-decoder", seed=config["seed"], log_every=10,
                   plot=p.plot_every_s if plot is None else plot, card={"config": dict(config)})
     model.eval()
-    return history
+    return history, method
 
 
 def load_or_train_decoder(profile=None, *, retrain: bool = False, verbose: bool = True, plot=None,
@@ -153,13 +160,12 @@ def load_or_train_decoder(profile=None, *, retrain: bool = False, verbose: bool 
     encoder = conditioning.text_encoder(p, verbose=verbose)
     autoencoder, _ = load_or_train_autoencoder(p, verbose=verbose)
     config = decoder_config(p, encoder, autoencoder, **changes)
-    name = DECODER_CHECKPOINT + "".join(f"-{k}={v}" for k, v in sorted(changes.items()))
+    name = checkpoints.variant_name(DECODER_CHECKPOINT, changes)
 
     def train(model, resume_path):
-        h = train_decoder(model, encoder, autoencoder, config=config, profile=p,
-                          resume_path=resume_path, plot=plot)
-        return {"steps": h.step, "train_minutes": h.seconds / 60.0, "stopped_by": h.stopped_by,
-                "seconds_per_step": h.seconds / max(1, h.step), "loss_history": h.losses["loss"]}
+        h, _ = train_decoder(model, encoder, autoencoder, config=config, profile=p,
+                             resume_path=resume_path, plot=plot)
+        return {**h.summary(), "loss_history": h.losses["loss"]}
 
     model, card = checkpoints.load_or_train(name, config=config, build=build_decoder, train=train,
                                             profile=p, retrain=retrain,
@@ -192,10 +198,9 @@ def decode_embeddings(model: DecoderModel, z: torch.Tensor, captions=None, *, se
     n = len(z)
     shape = data_shape(model)
     if noise is None:
-        noise = torch.randn(n, *shape, generator=torch.Generator().manual_seed(int(seed)))
-    elif tuple(noise.shape) != (n, *shape):
-        from ..vae import LatentShapeError
-        raise LatentShapeError(f"decode_embeddings: noise must be {(n, *shape)}, got {tuple(noise.shape)}.")
+        noise = seeded_noise(n, *shape, seed=seed)
+    else:
+        noise = conditioning.check_noise(noise, (n, *shape), "decode_embeddings(noise)")
     tokens = mask = None
     if captions is not None:
         captions = conditioning.check_captions(captions, "decode_embeddings(captions)")
@@ -205,9 +210,9 @@ def decode_embeddings(model: DecoderModel, z: torch.Tensor, captions=None, *, se
     cond = model.image_condition(z, tokens, mask)
     uncond = model.null_image_condition(n) if guidance != 1.0 else None
     patch = int(model.config["patch"])
-    x = denoise(model, fold(noise.to(device), patch), cond, uncond,
+    x = denoise(model, to_patches(noise.to(device), patch), cond, uncond,
                 scheduler=make_scheduler(scheduler, model.config), steps=steps, guidance=guidance,
                 generator=torch.Generator().manual_seed(int(seed) + 1))
-    latents = unfold(x, patch)
+    latents = from_patches(x, patch)
     images = decode(model, latents)
     return (images, latents) if return_latents else images

@@ -8,11 +8,12 @@ from torch import nn
 
 from .. import conditioning
 from ..images import check_images
+from ..runtime import seeded_noise
 from .decoder import DecoderModel, decode_embeddings, load_or_train_decoder
-from .prior import (PriorModel, check_embeddings, image_embeddings, load_or_train_prior,
-                    no_prior, sample_prior)
+from .prior import PriorModel, check_embeddings, image_embeddings, load_or_train_prior, no_prior, sample_prior
 
-__all__ = ["UnCLIP", "load_or_train_unclip", "generate", "generate_no_prior", "sample", "as_images",
+__all__ = ["UnCLIP", "load_or_train_unclip", "joined_card", "sample", "sample_no_prior", "generate",
+           "generate_no_prior", "as_images",
            "embed_images", "slerp", "variations", "interpolate", "text_direction", "text_diff", "invert"]
 
 
@@ -28,35 +29,74 @@ class UnCLIP(nn.Module):
         return conditioning.get_text_encoder(self.decoder).clip
 
 
-def load_or_train_unclip(profile=None, *, retrain: bool = False, verbose: bool = True, plot=None):
-    """Both stages of the profile (each loaded, or trained and saved): ``(UnCLIP, cards)``."""
-    prior, prior_card = load_or_train_prior(profile, retrain=retrain, verbose=verbose, plot=plot)
-    decoder, decoder_card = load_or_train_decoder(profile, retrain=retrain, verbose=verbose, plot=plot)
-    return UnCLIP(prior, decoder), {"prior": prior_card, "decoder": decoder_card}
+def load_or_train_unclip(profile=None, *, retrain: bool = False, verbose: bool = True, plot=None,
+                         prior: dict | None = None, decoder: dict | None = None) -> tuple[UnCLIP, dict]:
+    """Both stages of the profile, each loaded or trained and saved: ``(UnCLIP, card)``.
+
+    Args:
+        prior / decoder: changes to the profile's ``prior`` / ``decoder`` section, e.g.
+            ``decoder={"steps": 400}`` (each stage's own checkpoint name then says so).
+
+    Returns:
+        ``(model, card)``: the card joins the two stages' cards: ``card["prior"]`` and
+        ``card["decoder"]`` are theirs; ``source`` is "trained" if either stage was trained
+        now (else both stages' common source, or e.g. "loaded+shipped"); ``config`` and
+        ``metrics`` hold each stage's under its name, and ``metrics["train_minutes"]`` their sum.
+    """
+    prior_model, prior_card = load_or_train_prior(profile, retrain=retrain, verbose=verbose, plot=plot,
+                                                  **(prior or {}))
+    decoder_model, decoder_card = load_or_train_decoder(profile, retrain=retrain, verbose=verbose,
+                                                        plot=plot, **(decoder or {}))
+    return UnCLIP(prior_model, decoder_model), joined_card(prior_card, decoder_card)
+
+
+def joined_card(prior_card: dict, decoder_card: dict) -> dict:
+    """One card for the two stages (see :func:`load_or_train_unclip`)."""
+    sources = [prior_card.get("source", "?"), decoder_card.get("source", "?")]
+    source = "trained" if "trained" in sources else sources[0] if sources[0] == sources[1] \
+        else "+".join(sources)
+    metrics = {"prior": prior_card.get("metrics", {}), "decoder": decoder_card.get("metrics", {})}
+    metrics["train_minutes"] = sum(float(m.get("train_minutes") or 0.0) for m in metrics.values())
+    return {"name": "unclip", "source": source,
+            "config": {"prior": prior_card.get("config", {}), "decoder": decoder_card.get("config", {})},
+            "metrics": metrics, "prior": prior_card, "decoder": decoder_card}
 
 
 @torch.no_grad()
-def generate(model: UnCLIP, captions, *, seed: int = 0, prior_guidance: float | None = None,
-             guidance: float | None = None, steps: int | None = None) -> torch.Tensor:
+def sample(model: UnCLIP, captions, *, seed: int = 0, noise: torch.Tensor | None = None,
+           prior_guidance: float | None = None, guidance: float | None = None,
+           steps: int | None = None) -> torch.Tensor:
     """Text -> image: z_i ~ prior(caption), then image ~ decoder(z_i, caption).
-    Float ``(N, 3, H, W)`` in [-1, 1], the course's convention."""
-    captions = conditioning.check_captions(captions, "generate(captions)")
+    Float ``(N, 3, H, W)`` in [-1, 1], the course's convention.
+
+    Args:
+        seed: seeds the prior's noise and the decoder's (the same seed, the same images).
+        noise: the decoder's starting noise ``(N, C, H, W)`` instead of drawing it from
+            ``seed`` (the prior's noise still comes from ``seed``).
+        prior_guidance / guidance / steps: the prior's guidance, the decoder's guidance and
+            steps (default: the profile's ``prior`` and ``decoder`` sections).
+    """
+    captions = conditioning.check_captions(captions, "unclip.sample(captions)")
     z = sample_prior(model.prior, captions, seed=seed, guidance=prior_guidance)
-    return decode_embeddings(model.decoder, z, captions, seed=seed, guidance=guidance, steps=steps)
+    return decode_embeddings(model.decoder, z, captions, seed=seed, noise=noise, guidance=guidance,
+                             steps=steps)
 
 
-sample = generate       # the name every generator module offers
+generate = sample       # the name notebook 07 first used
 
 
 @torch.no_grad()
-def generate_no_prior(decoder: DecoderModel, captions, *, seed: int = 0, guidance: float | None = None,
-                      steps: int | None = None) -> torch.Tensor:
-    """The paper's "no prior" ablation: the decoder on the captions' *text* embeddings
-    (:func:`~course_lib.unclip.prior.no_prior`). Also how the training command grades a
-    decoder alone, and what a shipped decoder's card check reproduces."""
-    captions = conditioning.check_captions(captions, "generate_no_prior(captions)")
+def sample_no_prior(decoder: DecoderModel, captions, *, seed: int = 0, noise: torch.Tensor | None = None,
+                    guidance: float | None = None, steps: int | None = None) -> torch.Tensor:
+    """The paper's "no prior" ablation, a generator of its own: the decoder on the captions'
+    *text* embeddings (:func:`~course_lib.unclip.prior.no_prior`). Also how the training
+    command grades a decoder alone, and what a shipped decoder's card check reproduces."""
+    captions = conditioning.check_captions(captions, "unclip.sample_no_prior(captions)")
     z = no_prior(conditioning.get_text_encoder(decoder), captions)
-    return decode_embeddings(decoder, z, captions, seed=seed, guidance=guidance, steps=steps)
+    return decode_embeddings(decoder, z, captions, seed=seed, noise=noise, guidance=guidance, steps=steps)
+
+
+generate_no_prior = sample_no_prior       # the name notebook 07 first used
 
 
 def as_images(images, size: int) -> torch.Tensor:
@@ -87,13 +127,11 @@ def embed_images(model: UnCLIP | DecoderModel, images) -> torch.Tensor:
 
 def slerp(a: torch.Tensor, b: torch.Tensor, theta) -> torch.Tensor:
     """Spherical interpolation of unit embeddings, the angle from the *whole* vectors
-    (course_lib.gan.slerp; a public community pipeline took acos element-wise, a bug).
+    (course_lib.conditioning.slerp; a public community pipeline took acos element-wise, a bug).
 
     Raises:
         ValueError: θ outside [0, 1], or opposite vectors (no unique great circle).
     """
-    from ..gan import slerp as _slerp
-
     t = torch.as_tensor(theta, dtype=torch.float32)
     if not torch.isfinite(t).all() or (t < 0).any() or (t > 1).any():
         raise ValueError(f"slerp: θ must lie in [0, 1] (0: a, 1: b), got {theta!r}.")
@@ -103,7 +141,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, theta) -> torch.Tensor:
     if (cos < -1 + 1e-6).any():
         raise ValueError("slerp: the two vectors point in opposite directions: every great circle "
                          "joins them, so the path is not defined. Pick another pair.")
-    return _slerp(a, b, t.to(a.dtype))
+    return conditioning.slerp(a, b, t.to(a.dtype))
 
 
 @torch.no_grad()
@@ -116,7 +154,7 @@ def variations(model: UnCLIP, images, n: int = 4, *, seed: int = 0, guidance: fl
 
 def _same_noise(decoder: DecoderModel, n: int, seed: int) -> torch.Tensor:
     from ..diffusion import data_shape
-    one = torch.randn(1, *data_shape(decoder), generator=torch.Generator().manual_seed(int(seed)))
+    one = seeded_noise(1, *data_shape(decoder), seed=seed)
     return one.expand(n, -1, -1, -1).clone()
 
 
@@ -164,7 +202,7 @@ def invert(model: UnCLIP | DecoderModel, image, *, steps: int = 50, z: torch.Ten
     ``decode_embeddings(decoder, z, noise=noise, guidance=1.0, steps=steps)``."""
     from diffusers import DDIMInverseScheduler
 
-    from ..diffusion import fold, unfold
+    from ..diffusion import from_patches, to_patches
     from ..vae import encode_latents
 
     decoder = model.decoder if isinstance(model, UnCLIP) else model
@@ -176,9 +214,9 @@ def invert(model: UnCLIP | DecoderModel, image, *, steps: int = 50, z: torch.Ten
                                    clip_sample=False, timestep_spacing="trailing")
     inverse.set_timesteps(int(steps), device=x.device)
     patch = int(cfg["patch"])
-    start = x if cfg["space"] == "pixel" else encode_latents(getattr(decoder, "_autoencoder"), x)
-    latent = fold(start, patch)
+    start = x if cfg["space"] == "pixel" else encode_latents(decoder._autoencoder, x)
+    latent = to_patches(start, patch)
     cond = decoder.image_condition(z)
     for t in inverse.timesteps:
         latent = inverse.step(decoder(latent, t, **cond), t, latent).prev_sample
-    return unfold(latent, patch), z
+    return from_patches(latent, patch), z

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import checkpoints, conditioning
-from ..profiles import get_profile, profile_of, section_with
-from ..training import Method, fit
+from ..profiles import get_profile, model_sizes, profile_of
+from ..training import Method, fit, unwrap
 
 __all__ = ["PRIOR_CHECKPOINT", "MLP_CHECKPOINT", "prior_config", "PriorModel", "build_prior",
            "set_statistics", "PriorMethod", "MLPPrior", "MLPPriorMethod", "prior_data",
@@ -64,9 +64,7 @@ def check_embeddings(z: torch.Tensor, dim: int, what: str = "embeddings") -> tor
 def prior_config(profile=None, encoder=None, **changes) -> dict:
     """Everything that defines the prior of a profile (the ``prior`` section + its CLIP)."""
     p = get_profile(profile)
-    sizes = section_with(p, "prior", changes, "prior_config")
-    for key in ("sample_steps", "guidance", "n_eval"):         # sampling, not the model
-        sizes.pop(key)
+    sizes = model_sizes(p, "prior", changes, "prior_config")
     encoder = encoder if encoder is not None else conditioning.text_encoder(p)
     return {**sizes, "image_size": p.data.image_size, "seed": p.seed, "profile": p.name,
             # diffusion's make_scheduler reads these three names
@@ -188,7 +186,7 @@ class PriorMethod(Method):
         return {"pooled": out["pooled"], "tokens": out["tokens"], "mask": out["mask"]}
 
     def drop_conditioning(self, cond: dict, keep: torch.Tensor) -> dict:
-        core = getattr(self.models["prior"], "module", self.models["prior"])
+        core = unwrap(self.models["prior"])
         null = core.null_condition(len(keep))
         return {"pooled": torch.where(keep[:, None], cond["pooled"], null["pooled"]),
                 "tokens": torch.where(keep[:, None, None], cond["tokens"], null["tokens"]),
@@ -196,7 +194,7 @@ class PriorMethod(Method):
 
     def training_step(self, batch, ctx) -> dict:
         z, captions = batch
-        core = getattr(self.models["prior"], "module", self.models["prior"])
+        core = unwrap(self.models["prior"])
         x0 = core.standardise(z)
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (len(x0),), device=x0.device)
@@ -249,7 +247,7 @@ def train_prior(model, encoder, *, config: Mapping, profile=None, resume_path=No
                   resume_path=resume_path, desc=desc, seed=config["seed"], log_every=10,
                   plot=p.plot_every_s if plot is None else plot, card={"config": dict(config)})
     model.eval()
-    return history
+    return history, method
 
 
 def _load_or_train(name, build, method_class, profile, retrain, verbose, plot, changes):
@@ -257,13 +255,12 @@ def _load_or_train(name, build, method_class, profile, retrain, verbose, plot, c
     encoder = conditioning.text_encoder(p, verbose=verbose)
     config = prior_config(p, encoder, **changes)
     if changes:
-        name = name + "".join(f"-{k}={v}" for k, v in sorted(changes.items()))
+        name = checkpoints.variant_name(name, changes)
 
     def train(model, resume_path):
-        h = train_prior(model, encoder, config=config, profile=p, resume_path=resume_path, plot=plot,
-                        method_class=method_class, desc=name)
-        return {"steps": h.step, "train_minutes": h.seconds / 60.0, "stopped_by": h.stopped_by,
-                "seconds_per_step": h.seconds / max(1, h.step), "loss_history": h.losses["loss"]}
+        h, _ = train_prior(model, encoder, config=config, profile=p, resume_path=resume_path, plot=plot,
+                           method_class=method_class, desc=name)
+        return {**h.summary(), "loss_history": h.losses["loss"]}
 
     model, card = checkpoints.load_or_train(name, config=config, build=build, train=train, profile=p,
                                             retrain=retrain, device=encoder.clip.logit_scale.device,

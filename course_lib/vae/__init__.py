@@ -65,10 +65,3 @@ __all__ = [
     # measures
     "high_frequency_energy", "equivalent_blur",
 ]
-
-
-# The training command (python -m course_lib.train) finds this model here.
-from .. import registry as _registry
-_registry.register("autoencoder", load_or_train_autoencoder, section="autoencoder")
-_registry.register("vae", load_or_train_vae, after=("clip", "judge"), section="vae",
-                   sample=sample)

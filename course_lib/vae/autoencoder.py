@@ -33,8 +33,7 @@ from .. import checkpoints
 from ..conditioning import finish_samples
 from ..images import check_images
 from ..profiles import get_profile
-from ..training import Method, fit
-from .clip_vae import warmup_cosine
+from ..training import Method, fit, unwrap
 
 __all__ = ["AUTOENCODER_CHECKPOINT", "LatentShapeError", "autoencoder_config", "build_autoencoder",
            "AutoencoderMethod", "train_autoencoder", "measure_scaling_factor",
@@ -94,7 +93,7 @@ def build_autoencoder(config: Mapping):
 
 
 def _core(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)     # a DDP-wrapped model holds the real one
+    return unwrap(model)     # a DDP-wrapped model holds the real one
 
 
 class AutoencoderMethod(Method):
@@ -103,14 +102,11 @@ class AutoencoderMethod(Method):
     Batches are uint8 images (B, S, S, 3)."""
 
     def __init__(self, model: nn.Module, *, lr: float, steps: int, kl_weight: float):
-        from ..data.world import to_float
+        from ..images import to_float
 
         self._to_float = to_float
         self.kl_weight = float(kl_weight)
-        self.models = {"autoencoder": model}
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-        self.optimizers = {"autoencoder": opt}
-        self.schedulers = {"autoencoder": warmup_cosine(opt, steps)}
+        self.one_model_adamw("autoencoder", model, lr=lr, steps=steps)
 
     def training_step(self, batch, ctx):
         x = self._to_float(batch).to(ctx.device)
@@ -128,7 +124,7 @@ class AutoencoderMethod(Method):
 def measure_scaling_factor(model: nn.Module, images, n: int = 2000, seed: int = 0) -> dict:
     """``1 / std`` of posterior samples of up to ``n`` images (the Stable Diffusion
     convention), with the latents' mean and std before scaling."""
-    from ..data.world import to_float
+    from ..images import to_float
 
     x = images[:n]
     x = to_float(x) if x.dtype == torch.uint8 else x
@@ -141,8 +137,9 @@ def measure_scaling_factor(model: nn.Module, images, n: int = 2000, seed: int = 
 
 
 def train_autoencoder(model: nn.Module, config: Mapping, *, profile=None, resume_path=None,
-                      plot: bool | float | None = None) -> dict:
-    """Train ``model`` in place; returns its metrics, the scaling factor included."""
+                      plot: bool | float | None = None):
+    """Train ``model`` in place; returns ``(history, method)``, the latent scaling factor in
+    ``history.measured``."""
     from ..data import WorldDataset, batch_loader
 
     p = get_profile(profile)
@@ -156,12 +153,13 @@ def train_autoencoder(model: nn.Module, config: Mapping, *, profile=None, resume
                   desc="autoencoder", seed=t["seed"], log_every=10,
                   plot=p.plot_every_s if plot is None else plot, card={"config": dict(config)})
     model.eval()
-    scale = measure_scaling_factor(model, train.images, seed=t["seed"])
-    return {"steps": history.step, "train_minutes": history.seconds / 60.0,
-            "stopped_by": history.stopped_by,
-            "seconds_per_step": history.seconds / max(1, history.step),
-            "final_recon": history.last("recon", 10), "final_kl": history.last("kl", 10),
-            "loss_history": history.losses["recon"], **scale}
+    history.measured.update(measure_scaling_factor(model, train.images, seed=t["seed"]))
+    return history, method
+
+
+def _card_metrics(history) -> dict:
+    return {**history.summary(), "final_recon": history.last("recon", 10),
+            "final_kl": history.last("kl", 10), "loss_history": history.losses["recon"]}
 
 
 def load_or_train_autoencoder(profile=None, *, retrain: bool = False, name: str | None = None,
@@ -183,10 +181,11 @@ def load_or_train_autoencoder(profile=None, *, retrain: bool = False, name: str 
     p = get_profile(profile)
     config = autoencoder_config(p, **overrides)
     if name is None:
-        name = AUTOENCODER_CHECKPOINT + "".join(f"-{k}={_plain(v)}" for k, v in sorted(overrides.items()))
+        name = checkpoints.variant_name(AUTOENCODER_CHECKPOINT, overrides)
     model, card = checkpoints.load_or_train(
         name, config=config, build=build_autoencoder,
-        train=lambda m, resume: train_autoencoder(m, config, profile=p, resume_path=resume, plot=plot),
+        train=lambda m, resume: _card_metrics(train_autoencoder(m, config, profile=p, resume_path=resume,
+                                                                plot=plot)[0]),
         profile=p, retrain=retrain, device=device, verbose=verbose)
     scale = card.get("metrics", {}).get("scaling_factor")
     if scale is None:
@@ -196,14 +195,7 @@ def load_or_train_autoencoder(profile=None, *, retrain: bool = False, name: str 
     model.register_to_config(scaling_factor=float(scale))
     for param in model.parameters():
         param.requires_grad_(False)
-    model.card = card
     return model, card
-
-
-def _plain(value) -> str:
-    if isinstance(value, (tuple, list)):
-        return "x".join(str(v) for v in value)
-    return str(value)
 
 
 def latent_shape(model) -> tuple[int, int, int]:

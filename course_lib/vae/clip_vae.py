@@ -34,14 +34,16 @@ from .. import checkpoints
 from ..conditioning import (
     attach_text_encoder,
     check_captions,
+    check_noise,
     clip_dependency,
     finish_samples,
     get_text_encoder,
     text_encoder,
 )
 from ..images import check_images
-from ..profiles import get_profile
-from ..training import Method, fit
+from ..profiles import NOTEBOOK_SETTINGS, get_profile
+from ..runtime import seeded_noise
+from ..training import Method, fit, warmup_cosine  # noqa: F401  (vae.warmup_cosine, as before)
 
 __all__ = ["FUSIONS", "VAE_CHECKPOINT", "UnknownFusionError", "vae_config", "ClipVAE",
            "build_vae", "gaussian_kl", "elbo", "warmup_cosine", "VAEMethod", "training_data", "train_vae",
@@ -71,7 +73,7 @@ def _check_fusion(fusion: str) -> str:
 # =============================================================================
 
 
-def vae_config(profile=None, *, encoder=None, **overrides) -> dict:
+def vae_config(profile=None, encoder=None, **overrides) -> dict:
     """Everything that defines a CLIP-VAE of a profile (stored in and checked against its card).
 
     Args:
@@ -90,6 +92,8 @@ def vae_config(profile=None, *, encoder=None, **overrides) -> dict:
         raise TypeError(f"vae_config: unknown setting(s) {unknown}; the VAE's settings are "
                         f"{sorted(v.__dataclass_fields__)}.")
     sizes = {**{k: getattr(v, k) for k in v.__dataclass_fields__}, **overrides}
+    for key in NOTEBOOK_SETTINGS["vae"]:       # how notebook 05 measures, not what the model is
+        sizes.pop(key)
     _check_fusion(sizes["fusion"])
     encoder = text_encoder(p) if encoder is None else encoder
     return {**sizes, "image_size": p.data.image_size, "n_train": p.data.n_train,
@@ -287,23 +291,6 @@ def elbo(images: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: to
 # =============================================================================
 
 
-def warmup_cosine(optimizer, steps: int, warmup: float = 0.05, final: float = 0.05):
-    """Learning-rate schedule: linear warm-up over ``warmup`` of the steps, then a cosine
-    down to ``final`` times the peak (works for any number of steps, even 1)."""
-    import math
-
-    steps = max(int(steps), 1)
-    ramp = max(1, int(warmup * steps))
-
-    def factor(step: int) -> float:
-        if step < ramp:
-            return (step + 1) / ramp
-        progress = min(1.0, (step - ramp) / max(1, steps - ramp))
-        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 class VAEMethod(Method):
     """How a :class:`ClipVAE` trains (a :class:`course_lib.training.Method`).
 
@@ -313,14 +300,11 @@ class VAEMethod(Method):
     """
 
     def __init__(self, model: ClipVAE, *, lr: float, steps: int, beta: float = 1.0):
-        from ..data.world import to_float
+        from ..images import to_float
 
         self._to_float = to_float
         self.beta = float(beta)
-        self.models = {"vae": model}
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-        self.optimizers = {"vae": opt}
-        self.schedulers = {"vae": warmup_cosine(opt, steps)}
+        self.one_model_adamw("vae", model, lr=lr, steps=steps)
 
     def training_step(self, batch, ctx):
         pixels, text_emb = batch
@@ -378,8 +362,9 @@ def training_data(config: Mapping, encoder, profile=None, seed: int | None = Non
 
 
 def train_vae(model: ClipVAE, config: Mapping, *, encoder=None, profile=None, resume_path=None,
-              plot: bool | float | None = None, desc: str | None = None) -> dict:
-    """Train ``model`` in place with ``config`` (a :func:`vae_config`); returns its metrics.
+              plot: bool | float | None = None, desc: str | None = None):
+    """Train ``model`` in place with ``config`` (a :func:`vae_config`); returns
+    ``(history, method)`` (``history.measured["prepare_seconds"]``: encoding the captions).
 
     Stops after ``config["steps"]`` steps or ``config["max_minutes"]`` minutes, whichever
     comes first (the time budget of the profile).
@@ -395,18 +380,20 @@ def train_vae(model: ClipVAE, config: Mapping, *, encoder=None, profile=None, re
                   seed=config["seed"], plot=p.plot_every_s if plot is None else plot,
                   log_every=10, card={"config": dict(config)})
     model.eval()
-    return {"steps": history.step, "train_minutes": history.seconds / 60.0,
-            "prepare_seconds": prep, "stopped_by": history.stopped_by,
-            "seconds_per_step": history.seconds / max(1, history.step),
-            "final_loss": history.last("loss", 10), "final_recon": history.last("recon", 10),
-            "final_kl": history.last("kl", 10), "loss_history": history.losses["loss"],
-            "kl_history": history.losses["kl"]}
+    history.measured["prepare_seconds"] = prep
+    return history, method
+
+
+def _card_metrics(history) -> dict:
+    return {**history.summary(), "final_loss": history.last("loss", 10),
+            "final_recon": history.last("recon", 10), "final_kl": history.last("kl", 10),
+            "loss_history": history.losses["loss"], "kl_history": history.losses["kl"]}
 
 
 def _checkpoint_name(overrides: Mapping) -> str:
     if not overrides:
         return VAE_CHECKPOINT
-    return VAE_CHECKPOINT + "".join(f"-{k}={v}" for k, v in sorted(overrides.items()))
+    return checkpoints.variant_name(VAE_CHECKPOINT, overrides)
 
 
 def load_or_train_vae(profile=None, *, retrain: bool = False, name: str | None = None,
@@ -433,11 +420,10 @@ def load_or_train_vae(profile=None, *, retrain: bool = False, name: str | None =
     config = vae_config(p, encoder=encoder, **overrides)
     model, card = checkpoints.load_or_train(
         name or _checkpoint_name(overrides), config=config, build=build_vae,
-        train=lambda m, resume: train_vae(m, config, encoder=encoder, profile=p,
-                                          resume_path=resume, plot=plot),
+        train=lambda m, resume: _card_metrics(train_vae(m, config, encoder=encoder, profile=p,
+                                                        resume_path=resume, plot=plot)[0]),
         profile=p, retrain=retrain, device=device, verbose=verbose)
     attach_text_encoder(model, encoder, expected=card["config"]["clip"])
-    model.card = card
     return model, card
 
 
@@ -451,8 +437,7 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def _noise(n: int, dim: int, seed: int, device) -> torch.Tensor:
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randn(n, dim, generator=g).to(device)
+    return seeded_noise(n, dim, seed=seed, device=device)
 
 
 @torch.no_grad()
@@ -477,9 +462,8 @@ def sample(model: ClipVAE, captions, *, seed: int = 0, temperature: float = 1.0,
     text = get_text_encoder(model).pooled(captions).float().to(device)
     if noise is None:
         noise = _noise(len(captions), model.latent_dim, seed, device)
-    elif tuple(noise.shape) != (len(captions), model.latent_dim):
-        raise ValueError(f"sample: noise must be ({len(captions)}, {model.latent_dim}) "
-                         f"(captions x latent_dim), got {tuple(noise.shape)}.")
+    else:
+        noise = check_noise(noise, (len(captions), model.latent_dim), "vae.sample(noise)")
     mu, logvar = model.prior(text)
     z = mu + (0.5 * logvar).exp() * temperature * noise.to(device)
     return finish_samples(model.decode(z, text))

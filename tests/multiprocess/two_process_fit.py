@@ -20,10 +20,10 @@ stop_after = int(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[4] == "--stop-af
 os.environ["COURSE_DATA_DIR"] = str(out / "data")
 torch.set_num_threads(1)
 
-from course_lib import checkpoints, training            # noqa: E402  (after COURSE_DATA_DIR)
-from course_lib.data import batch_loader                # noqa: E402
-from course_lib.profiles import get_profile             # noqa: E402
-from course_lib.runtime import get_accelerator          # noqa: E402
+from course_lib import checkpoints, training  # noqa: E402  (after COURSE_DATA_DIR)
+from course_lib.data import batch_loader  # noqa: E402
+from course_lib.profiles import get_profile  # noqa: E402
+from course_lib.runtime import get_accelerator  # noqa: E402
 
 accelerator = get_accelerator("cpu")
 rank = accelerator.process_index

@@ -1,7 +1,7 @@
 """The HTML pages ``make course`` writes: readable offline, titled, linked.
 
 :func:`export_html` turns an executed notebook into one page with nbconvert's
-JupyterLab look, through the course's template (``course_lib/templates/course``):
+JupyterLab look, through the course's template (``course_lib/tooling/templates/course``):
 
 * **nothing is fetched from the internet**: nbconvert's pages load MathJax and
   require.js from a CDN, so offline every equation showed as raw LaTeX. The course

@@ -2,21 +2,21 @@
 
 Used by ``make course``::
 
-    python -m course_lib.run_course                    # profile from COURSE_PROFILE or detected
-    python -m course_lib.run_course --profile smoke    # the quick CI sizes
-    python -m course_lib.run_course --only 00 02       # notebooks whose names start so
-    python -m course_lib.run_course --stop-on-failure  # stop at the first failed notebook
-    python -m course_lib.run_course --only 06 --fresh --seeds 2
+    python -m course_lib.tooling.run_course                    # profile from COURSE_PROFILE or detected
+    python -m course_lib.tooling.run_course --profile smoke    # the quick CI sizes
+    python -m course_lib.tooling.run_course --only 00 02       # notebooks whose names start so
+    python -m course_lib.tooling.run_course --stop-on-failure  # stop at the first failed notebook
+    python -m course_lib.tooling.run_course --only 06 --fresh --seeds 2
         # notebook 06 twice, seeds 0 and 1, each from an empty data folder (every model it
         # needs trained anew): the spread of its self-checked numbers, beside their bars
 
 For each notebook in ``notebooks/`` (sorted by name) it starts a fresh
-``clip-course`` kernel (:mod:`course_lib.kernel`) in the notebooks folder, runs every cell, and writes
+``clip-course`` kernel (:mod:`course_lib.tooling.kernel`) in the notebooks folder, runs every cell, and writes
 
 * ``build/<name>.ipynb`` -- the notebook with its outputs,
 * ``build/<name>.html``  -- the same as a web page that needs no internet (maths
   rendered at build time), titled, linked to the index and its neighbours
-  (:mod:`course_lib.pages`),
+  (:mod:`course_lib.tooling.pages`),
 * ``build/index.html``   -- one line per notebook: status, duration, profile.
 
 The source notebooks are never modified. The kernel gets ``COURSE_PROFILE``
@@ -49,9 +49,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from course_lib import kernel
 from course_lib.paths import BUILD_DIR, NOTEBOOK_DIR, REPO_ROOT
 from course_lib.profiles import PROFILE_NAMES, UnknownProfileError, get_profile
+from course_lib.tooling import kernel
 
 __all__ = ["NotebookResult", "find_notebooks", "kernel_env", "run_notebook", "write_index",
            "format_summary", "main", "DEFAULT_TIMEOUT_S"]
@@ -128,8 +128,8 @@ def _short_error(exc: Exception) -> str:
 
 def _write_html(nb, html_path: Path, prev_page: str | None = None,
                 next_page: str | None = None) -> None:
-    """Export an (executed) notebook to one offline HTML page (course_lib.pages)."""
-    from course_lib.pages import export_html
+    """Export an (executed) notebook to one offline HTML page (course_lib.tooling.pages)."""
+    from course_lib.tooling.pages import export_html
     export_html(nb, html_path, prev_page=prev_page, next_page=next_page)
 
 
@@ -160,7 +160,7 @@ def run_notebook(path: Path, build_dir: Path, profile_name: str,
     client = NotebookClient(
         nb,
         timeout=timeout if timeout else None,
-        kernel_name=kernel.KERNEL_NAME,       # the course kernel (course_lib/kernel.py)
+        kernel_name=kernel.KERNEL_NAME,       # the course kernel (course_lib/tooling/kernel.py)
         resources={"metadata": {"path": str(path.parent)}},   # the kernel's working folder
     )
     status, error = "ok", ""
@@ -260,7 +260,7 @@ def format_summary(results: list[NotebookResult], profile_name: str) -> str:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m course_lib.run_course",
+        prog="python -m course_lib.tooling.run_course",
         description="Run the course notebooks headless and write HTML pages to the build folder.")
     parser.add_argument("--profile", choices=PROFILE_NAMES, default=None,
                         help="course profile (default: COURSE_PROFILE, else detected)")
@@ -444,7 +444,7 @@ def write_seed_record(runs: list[Run], path: Path, profile_name: str, speed: dic
 
     from course_lib.selfcheck import read_results
 
-    data = {"command": "python -m course_lib.run_course " + " ".join(sys.argv[1:] if argv is None else argv),
+    data = {"command": "python -m course_lib.tooling.run_course " + " ".join(sys.argv[1:] if argv is None else argv),
             "date": datetime.datetime.now().isoformat(timespec="minutes"), "profile": profile_name,
             "fresh": fresh, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "machine_speed_s_per_step": speed,

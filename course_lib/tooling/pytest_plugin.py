@@ -14,7 +14,7 @@ end of the run::
 When no notebook ran (e.g. ``pytest tests``) it prints nothing.
 
 Loading it also sets the course's environment (``OMP_WAIT_POLICY=PASSIVE``, see
-:mod:`course_lib.kernel`) and puts the ``clip-course`` kernel spec on ``JUPYTER_PATH``.
+:mod:`course_lib.tooling.kernel`) and puts the ``clip-course`` kernel spec on ``JUPYTER_PATH``.
 """
 from __future__ import annotations
 

@@ -1,0 +1,133 @@
+"""The generator contract (course_lib.conditioning), held for every registered generator.
+
+Each generator of ``registry.generators()`` is loaded through its own ``load_or_train``
+on a tiny profile (a CLIP, an autoencoder and every generator trained for a few steps in
+a temporary data folder, ~1 min in all) and sampled through its registered ``sample``. A
+generator added to the table gets these tests without writing any.
+"""
+import copy
+
+import pytest
+import torch
+
+from course_lib import checkpoints, clip, conditioning, paths, registry
+from course_lib.profiles import get_profile
+
+CAPTIONS = ["a small red circle at the top", "a big blue star on the left", "a green square"]
+TINY = dict(
+    data={"image_size": 16, "n_train": 64, "n_val": 32, "n_test": 32, "n_heldout": 16, "batch_size": 16},
+    clip={"embed_dim": 16, "vision_width": 16, "vision_layers": 1, "vision_heads": 2, "patch_size": 8,
+          "text_width": 16, "text_layers": 1, "text_heads": 2, "steps": 3, "batch_size": 16,
+          "warmup_steps": 1},
+    gan={"noise_dim": 8, "g_width": 8, "d_width": 8, "n_train": 64, "batch_size": 8, "steps": 2},
+    galip={"noise_dim": 8, "code_channels": 8, "g_width": 8, "d_channels": 8, "n_train": 64,
+           "batch_size": 8, "steps": 2, "probes": 0},
+    vae={"latent_dim": 4, "width": 8, "text_dim": 8, "steps": 2, "batch_size": 16},
+    autoencoder={"block_out_channels": (8, 8), "steps": 2, "batch_size": 16},
+    diffusion={"block_out_channels": (16, 32), "n_train": 64, "batch_size": 8, "steps": 2,
+               "sample_steps": 2, "ema_decay": 0.0},
+    prior={"layers": 1, "heads": 2, "head_dim": 8, "n_train": 64, "batch_size": 8, "steps": 2,
+           "sample_steps": 2, "ema_decay": 0.0},
+    decoder={"steps": 2, "sample_steps": 2},
+)
+GENERATORS = sorted(registry.generators())
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny profile whose every model trains in seconds, in a temporary data folder."""
+    root = tmp_path_factory.mktemp("contract")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("CHECKPOINT_DIR", "SHIPPED_DIR", "CACHE_DIR"):
+            mp.setattr(paths, name, root / name.lower())
+        yield get_profile("smoke").replace(**TINY)
+
+
+@pytest.fixture(scope="module")
+def loaded(world):
+    """Every generator, loaded or trained once: ``{name: (entry, model, card)}``."""
+    out = {}
+    for name in GENERATORS:
+        entry = registry.generators()[name]
+        result = entry.load_or_train(world, verbose=False)
+        assert isinstance(result, tuple) and len(result) == 2, f"{name}: load_or_train must return (model, card)"
+        out[name] = (entry, *result)
+    return out
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_load_or_train_returns_a_model_and_its_card(loaded, world, name):
+    entry, model, card = loaded[name]
+    assert isinstance(model, torch.nn.Module)
+    assert card["source"] in {"trained", "loaded"}
+    assert isinstance(card["config"], dict) and isinstance(card["metrics"], dict)
+    # the second call loads what the first saved: the same images
+    again, card2 = entry.load_or_train(world, verbose=False)
+    assert card2["source"] == "loaded"
+    assert torch.equal(entry.sample(again, CAPTIONS, seed=3), entry.sample(model, CAPTIONS, seed=3))
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_images_are_floats_in_range_one_per_caption(loaded, world, name):
+    entry, model, _ = loaded[name]
+    size = world.data.image_size
+    for captions in (CAPTIONS[:1], CAPTIONS):
+        images = entry.sample(model, captions, seed=0)
+        assert images.shape == (len(captions), 3, size, size) and images.dtype == torch.float32
+        assert torch.isfinite(images).all() and images.min() >= -1 and images.max() <= 1
+    assert entry.sample(model, CAPTIONS[0], seed=0).shape[0] == 1       # one str is one caption
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_the_seed_decides_the_images(loaded, name):
+    entry, model, _ = loaded[name]
+    a = entry.sample(model, CAPTIONS, seed=0)
+    assert torch.equal(a, entry.sample(model, CAPTIONS, seed=0))
+    assert not torch.equal(a, entry.sample(model, CAPTIONS, seed=1))
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_noise_of_the_wrong_shape_names_the_right_one(loaded, name):
+    entry, model, _ = loaded[name]
+    with pytest.raises(conditioning.NoiseShapeError, match=r"noise must have shape \(3, "):
+        entry.sample(model, CAPTIONS, seed=0, noise=torch.zeros(3, 1))
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+@pytest.mark.parametrize("captions, error, pattern", [
+    ([], ValueError, "no captions"),
+    (["a red circle", ""], ValueError, "caption 1 is empty"),
+    (["a red circle", 3], TypeError, "caption 1 is a int"),
+    ({"a": 1}, TypeError, "list of strings"),
+    (["a red circle " * 20], clip.CaptionError, "tokens"),
+])
+def test_bad_captions_are_the_courses_caption_errors(loaded, name, captions, error, pattern):
+    entry, model, _ = loaded[name]
+    with pytest.raises(error, match=pattern):
+        entry.sample(model, captions, seed=0)
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_a_model_without_its_clip_says_how_to_attach_one(loaded, name):
+    entry, model, _ = loaded[name]
+    bare = copy.deepcopy(model)
+    for part in bare.modules():
+        if "_text_encoder" in vars(part):
+            object.__delattr__(part, "_text_encoder")
+    with pytest.raises(RuntimeError, match="attach_text_encoder"):
+        entry.sample(bare, CAPTIONS, seed=0)
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_a_generator_beside_another_clip_is_refused_by_fingerprint(loaded, world, name, monkeypatch):
+    entry, _, _ = loaded[name]
+    mine = conditioning.text_encoder(world, verbose=False)
+    key = next(k for k, v in conditioning._ENCODERS.items() if v is mine)
+    torch.manual_seed(123)
+    other_clip = clip.build_clip(clip.clip_config(world)).to(mine.clip.logit_scale.device).eval()
+    other = clip.FrozenTextEncoder(other_clip)
+    other.fingerprint = conditioning.clip_fingerprint(other_clip)
+    assert other.fingerprint != mine.fingerprint
+    monkeypatch.setitem(conditioning._ENCODERS, key, other)     # as if the CLIP had been retrained
+    with pytest.raises(checkpoints.CheckpointMismatchError, match="fingerprint"):
+        entry.load_or_train(world, verbose=False)
