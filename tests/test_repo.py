@@ -182,7 +182,7 @@ def test_notebook_uses_the_course_kernel(nb):
 def test_every_formula_of_the_notebooks_renders_without_the_internet():
     """The built pages render maths at build time (course_lib.tooling.pages): each formula must be
     one that matplotlib's mathtext reads, or the page would show it as raw LaTeX."""
-    from course_lib import pages
+    from course_lib.tooling import pages
 
     failed, n = [], 0
     for nb in NOTEBOOKS:
