@@ -562,7 +562,8 @@ def sampling_defaults(model) -> dict:
 
 @torch.no_grad()
 def sample(model: DiffusionModel, captions, *, seed: int = 0, noise: torch.Tensor | None = None,
-           steps: int | None = None, guidance: float | None = None, scheduler: str | None = None, batch_size: int = 256,
+           steps: int | None = None, guidance: float | None = None, scheduler: str | None = None,
+           batch_size: int = 256,
            on_step: Callable | None = None, return_latents: bool = False) -> torch.Tensor:
     """One image per caption: float ``(N, 3, H, W)`` in [-1, 1] (the course's convention).
 

@@ -516,7 +516,7 @@ def draw_noise(n: int, dim: int, seed: int = 0, truncation: float = 1.0, device=
     return z.to(device) if device is not None else z
 
 
-noise = draw_noise      # the old name; ``sample``'s keyword ``noise`` now means the tensor itself
+noise = renamed(draw_noise, "gan.noise")   # ``sample``'s keyword ``noise`` now means the tensor itself
 
 
 @torch.no_grad()

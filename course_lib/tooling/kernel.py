@@ -12,7 +12,7 @@ Python starts: the course sets it wherever it starts Python --
   (``course_lib/tooling/jupyter/kernels/clip-course/kernel.json``) sets it; ``make lab``
   installs that spec into the virtual environment (``python -m course_lib.tooling.kernel``);
 * the headless runner (:mod:`course_lib.tooling.run_course`) and pytest (through
-  :mod:`course_lib.pytest_plugin` and ``tests/conftest.py``) set it and find the
+  :mod:`course_lib.tooling.pytest_plugin` and ``tests/conftest.py``) set it and find the
   spec in the repository, so they need no installed kernel.
 
 A value you set yourself (``export OMP_WAIT_POLICY=ACTIVE``) is kept everywhere

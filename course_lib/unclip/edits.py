@@ -8,7 +8,7 @@ from torch import nn
 
 from .. import conditioning
 from ..images import check_images
-from ..runtime import seeded_noise
+from ..runtime import renamed, seeded_noise
 from .decoder import DecoderModel, decode_embeddings, load_or_train_decoder
 from .prior import PriorModel, check_embeddings, image_embeddings, load_or_train_prior, no_prior, sample_prior
 
@@ -82,7 +82,7 @@ def sample(model: UnCLIP, captions, *, seed: int = 0, noise: torch.Tensor | None
                              steps=steps)
 
 
-generate = sample       # the name notebook 07 first used
+generate = renamed(sample, "unclip.generate")       # the name notebook 07 first used
 
 
 @torch.no_grad()
@@ -96,7 +96,7 @@ def sample_no_prior(decoder: DecoderModel, captions, *, seed: int = 0, noise: to
     return decode_embeddings(decoder, z, captions, seed=seed, noise=noise, guidance=guidance, steps=steps)
 
 
-generate_no_prior = sample_no_prior       # the name notebook 07 first used
+generate_no_prior = renamed(sample_no_prior, "unclip.generate_no_prior")       # notebook 07's first name
 
 
 def as_images(images, size: int) -> torch.Tensor:
