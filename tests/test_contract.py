@@ -46,9 +46,9 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def loaded(world):
     """Every generator, loaded or trained once: ``{name: (entry, model, card)}``."""
-    out = {}
+    out, entries = {}, registry.generators()
     for name in GENERATORS:
-        entry = registry.generators()[name]
+        entry = entries[name]
         result = entry.load_or_train(world, verbose=False)
         assert isinstance(result, tuple) and len(result) == 2, f"{name}: load_or_train must return (model, card)"
         out[name] = (entry, *result)
