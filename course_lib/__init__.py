@@ -44,6 +44,8 @@ unclip/        unCLIP (DALL-E 2): the PriorTransformer prior, the
                decoder on diffusion, variations, slerp, text diffs,
                DDIM inversion                               (notebook 07)
 selfcheck      the notebooks' closing self-checks (bars, records)
+exercises      the exercise checks of notebooks 03-07: each measures
+               again or runs the learner's code
 registry       one table of every model: load-or-train, what it
                needs first, its profile section, its sampler
 train          python -m course_lib.train <name>|all: every model
@@ -67,5 +69,6 @@ Submodules are imported on use (``from course_lib import data``) so that
 __version__ = "0.1.0"
 
 __all__ = ["profiles", "runtime", "data", "images", "text", "training", "checkpoints", "viz", "paths", "clip",
-           "metrics", "conditioning", "gan", "galip", "vae", "diffusion", "unclip", "selfcheck", "registry",
+           "metrics", "conditioning", "gan", "galip", "vae", "diffusion", "unclip", "selfcheck",
+           "exercises", "registry",
            "train", "tooling"]
