@@ -468,8 +468,8 @@ def machine_speed(repeats: int = 3) -> float:
 # =============================================================================
 
 
-def check_sampling(steps: int, guidance: float, config: Mapping) -> None:
-    """Clear errors for a step count or guidance scale the model cannot use."""
+def check_sampling(steps: int, guidance: float, config: Mapping, *, guidance_rescale: float = 0.0) -> None:
+    """Clear errors for a step count, guidance scale or guidance rescale the model cannot use."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps={steps!r}: give a whole number of denoising steps >= 1 "
                          "(e.g. 20 for 'dpm', 50 for 'ddim').")
@@ -481,15 +481,34 @@ def check_sampling(steps: int, guidance: float, config: Mapping) -> None:
             or guidance < 0:
         raise ValueError(f"guidance={guidance!r}: the guidance scale must be a number >= 0 "
                          "(0: unconditional, 1: conditional without guidance, ~1.5-3: guided).")
+    if not isinstance(guidance_rescale, (int, float)) or isinstance(guidance_rescale, bool) \
+            or not 0.0 <= guidance_rescale <= 1.0:
+        raise ValueError(f"guidance_rescale={guidance_rescale!r}: the share of the rescaled guided prediction "
+                         "must be a number in [0, 1] (0: plain guidance, 0.7: Lin et al.'s choice).")
 
 
-def guided(cond_pred: torch.Tensor, uncond_pred: torch.Tensor, guidance: float) -> torch.Tensor:
+def guided(cond_pred: torch.Tensor, uncond_pred: torch.Tensor, guidance: float, rescale: float = 0.0
+           ) -> torch.Tensor:
     """Classifier-free guidance (Ho & Salimans, 2022): ``u + w·(c − u)``.
 
     w = 0 is the unconditional prediction, w = 1 the conditional one, w > 1 goes past it,
     away from "any image" and towards "this caption".
+
+    ``rescale`` φ (Lin et al. 2024, *Common Diffusion Noise Schedules and Sample Steps are
+    Flawed*, section 3.4): w > 1 also inflates the prediction's spread, and with it the
+    generated latents' (at w = 3, ~1.2x the real latents' standard deviation here), which
+    an autoencoder's decoder may turn into the wrong hue (blue drawn purple). The guided
+    prediction is scaled back to the conditional one's standard deviation per sample, and
+    mixed: ``φ·rescaled + (1 − φ)·guided``. diffusers has this as ``rescale_noise_cfg``,
+    but only inside its Stable Diffusion pipelines, which need ``transformers``: these
+    four lines are its formula.
     """
-    return uncond_pred + guidance * (cond_pred - uncond_pred)
+    out = uncond_pred + guidance * (cond_pred - uncond_pred)
+    if rescale:
+        dims = list(range(1, out.ndim))
+        rescaled = out * (cond_pred.std(dim=dims, keepdim=True) / out.std(dim=dims, keepdim=True))
+        out = rescale * rescaled + (1 - rescale) * out
+    return out
 
 
 def predicted_x0(scheduler, x_t: torch.Tensor, t, prediction: torch.Tensor) -> torch.Tensor:
@@ -510,8 +529,8 @@ def _cat_cond(a: dict, b: dict) -> dict:
 
 @torch.no_grad()
 def denoise(unet: Callable, noise: torch.Tensor, cond: dict, uncond: dict | None = None, *, scheduler,
-            steps: int, guidance: float = 1.0, generator: torch.Generator | None = None,
-            on_step: Callable | None = None) -> torch.Tensor:
+            steps: int, guidance: float = 1.0, guidance_rescale: float = 0.0,
+            generator: torch.Generator | None = None, on_step: Callable | None = None) -> torch.Tensor:
     """The guided denoising loop, on diffusers' scheduler API; returns x₀ (folded, as ``noise``).
 
     Args:
@@ -522,6 +541,7 @@ def denoise(unet: Callable, noise: torch.Tensor, cond: dict, uncond: dict | None
             ``uncond=None`` samples without guidance.
         scheduler: a diffusers scheduler (:func:`make_scheduler`); it is reset to ``steps``.
         guidance: the scale w of :func:`guided` (ignored without ``uncond``).
+        guidance_rescale: φ of :func:`guided` (0: plain guidance).
         generator: for the schedulers that add fresh noise at each step (DDPM).
         on_step: ``on_step(i, t, x_t, x0_hat)`` after each prediction (a film strip).
     """
@@ -535,7 +555,7 @@ def denoise(unet: Callable, noise: torch.Tensor, cond: dict, uncond: dict | None
             pred = unet(x_in, t, **uncond)
         else:       # both halves in one batch: one UNet call per step
             c, u = unet(torch.cat([x_in, x_in]), t, **_cat_cond(cond, uncond)).chunk(2)
-            pred = guided(c, u, guidance)
+            pred = guided(c, u, guidance, guidance_rescale)
         if on_step is not None:
             on_step(i, t, x, predicted_x0(scheduler, x, t, pred))
         x = scheduler.step(pred, t, x, generator=generator).prev_sample
@@ -550,20 +570,21 @@ def encode_captions(model: DiffusionModel, captions) -> dict:
 
 
 def sampling_defaults(model) -> dict:
-    """``{"scheduler", "steps", "guidance"}`` that :func:`sample` uses when not given: the
-    profile's (``sampler``, ``sample_steps``, ``guidance`` of its ``diffusion`` section), or
-    the model config's own where it has them."""
+    """``{"scheduler", "steps", "guidance", "guidance_rescale"}`` that :func:`sample` uses when
+    not given: the profile's (``sampler``, ``sample_steps``, ``guidance``, ``guidance_rescale``
+    of its ``diffusion`` section), or the model config's own where it has them."""
     cfg = model.config
     section = profile_of(cfg).diffusion
     return {"scheduler": cfg.get("sampler", section.sampler),
             "steps": int(cfg.get("sample_steps", section.sample_steps)),
-            "guidance": float(cfg.get("guidance", section.guidance))}
+            "guidance": float(cfg.get("guidance", section.guidance)),
+            "guidance_rescale": float(cfg.get("guidance_rescale", section.guidance_rescale))}
 
 
 @torch.no_grad()
 def sample(model: DiffusionModel, captions, *, seed: int = 0, noise: torch.Tensor | None = None,
            steps: int | None = None, guidance: float | None = None, scheduler: str | None = None,
-           batch_size: int = 256,
+           guidance_rescale: float | None = None, batch_size: int = 256,
            on_step: Callable | None = None, return_latents: bool = False) -> torch.Tensor:
     """One image per caption: float ``(N, 3, H, W)`` in [-1, 1] (the course's convention).
 
@@ -576,6 +597,7 @@ def sample(model: DiffusionModel, captions, *, seed: int = 0, noise: torch.Tenso
             schedulers) still comes from ``seed``.
         steps / guidance / scheduler: default :func:`sampling_defaults` (the profile's
             ``sample_steps``, ``guidance``, ``sampler``); scheduler one of :data:`SCHEDULERS`.
+        guidance_rescale: φ of :func:`guided`, default the profile's ``guidance_rescale``.
         batch_size: captions per loop (each batch gets its own slice of the seeded noise).
         on_step: see :func:`denoise` (called per batch).
         return_latents: also return the generated latents (before decoding).
@@ -591,8 +613,9 @@ def sample(model: DiffusionModel, captions, *, seed: int = 0, noise: torch.Tenso
     steps = defaults["steps"] if steps is None else steps
     guidance = defaults["guidance"] if guidance is None else guidance
     name = defaults["scheduler"] if scheduler is None else scheduler
+    rescale = defaults["guidance_rescale"] if guidance_rescale is None else guidance_rescale
     sched = make_scheduler(name, cfg)
-    check_sampling(steps, guidance, cfg)
+    check_sampling(steps, guidance, cfg, guidance_rescale=rescale)
     captions = conditioning.check_captions(captions, "sample(captions)")
     device = model.null_tokens.device
     patch = int(cfg["patch"])
@@ -610,8 +633,8 @@ def sample(model: DiffusionModel, captions, *, seed: int = 0, noise: torch.Tenso
         cond = encode_captions(model, chunk)
         uncond = model.null_condition(len(chunk)) if guidance != 1.0 else None
         z = denoise(model, to_patches(noise[s:s + batch_size].to(device), patch), cond, uncond,
-                    scheduler=sched, steps=steps, guidance=guidance, generator=step_gen,
-                    on_step=on_step)
+                    scheduler=sched, steps=steps, guidance=guidance, guidance_rescale=rescale,
+                    generator=step_gen, on_step=on_step)
         outs.append(from_patches(z, patch))
     model.train(was)
     latents = torch.cat(outs)

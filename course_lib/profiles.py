@@ -178,6 +178,8 @@ class DiffusionSizes:
     sampler: str = "dpm"           # ddpm | ddim | dpm: the sampler of sample() and the report
     sample_steps: int = 20
     guidance: float = 3.0          # the trade of alignment against Fréchet distance notebook 06 measures
+    guidance_rescale: float = 0.7  # phi of guidance rescale (Lin et al. 2024): keeps guided latents at the
+                                   # data's spread, so the autoencoder decodes the right hue (notebook 06)
     n_eval: int = 200              # prompts of the main report
     n_curve: int = 48              # prompts of each point of the steps and guidance curves
     curve_steps: tuple = (5, 10, 25)        # DDIM and DPM steps of the curve (DDPM: twice as many)
@@ -222,6 +224,7 @@ class DecoderSizes:
     max_minutes: float = 7.0       # a guard: the steps are sized to end well before it
     sample_steps: int = 20
     guidance: float = 3.0          # notebook 06 measured 3 as the best trade for its model
+    guidance_rescale: float = 0.7  # as notebook 06's sampling (Lin et al. 2024's guidance rescale)
     n_probe: int = 64              # real images of notebook 07's variations and text diffs
     variations: int = 2            # decodings of each probe image's z_i (what z_i keeps)
     n_invert: int = 8              # real images DDIM-inverted (one at a time, the costliest probe)
@@ -431,11 +434,11 @@ PROFILE_NAMES = tuple(PROFILES)
 NOTEBOOK_SETTINGS: dict[str, tuple[str, ...]] = {
     "galip": ("ablation_steps",),
     "vae": ("compare_steps", "compare_minutes"),
-    "diffusion": ("sampler", "sample_steps", "guidance", "n_eval", "n_curve", "curve_steps",
+    "diffusion": ("sampler", "sample_steps", "guidance", "guidance_rescale", "n_eval", "n_curve", "curve_steps",
                   "guidance_scales", "cost_batch", "stability_seeds", "stability_steps",
                   "reference_guidance"),
     "prior": ("sample_steps", "guidance", "n_eval"),
-    "decoder": ("sample_steps", "guidance", "n_probe", "variations", "n_invert", "inversion_steps", "n_eval"),
+    "decoder": ("sample_steps", "guidance", "guidance_rescale", "n_probe", "variations", "n_invert", "inversion_steps", "n_eval"),
 }
 
 

@@ -101,6 +101,27 @@ def test_guidance_arithmetic():
     assert float(diffusion.guided(c, u, 2.5)) == 1.0 + 2.5 * 2.0
 
 
+def test_guidance_rescale_brings_the_spread_back_to_the_conditional_one():
+    g = torch.Generator().manual_seed(0)
+    c, u = torch.randn(4, 16, 8, 8, generator=g), torch.randn(4, 16, 8, 8, generator=g)
+    plain = diffusion.guided(c, u, 3.0)
+    assert torch.equal(diffusion.guided(c, u, 3.0, 0.0), plain)
+    full = diffusion.guided(c, u, 3.0, 1.0)
+    dims = (1, 2, 3)
+    assert torch.allclose(full.std(dims), c.std(dims), atol=1e-5)          # each sample: the conditional spread
+    assert torch.allclose(full / full.std(dims, keepdim=True), plain / plain.std(dims, keepdim=True), atol=1e-5)
+    assert plain.std(dims).min() > c.std(dims).max()                      # w = 3 inflated it
+    half = diffusion.guided(c, u, 3.0, 0.7)
+    assert torch.allclose(half, 0.7 * full + 0.3 * plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.7", True])
+def test_a_guidance_rescale_outside_0_1_is_refused(bad):
+    config = {"train_timesteps": 1000}
+    with pytest.raises(ValueError, match="guidance_rescale"):
+        diffusion.check_sampling(10, 3.0, config, guidance_rescale=bad)
+
+
 def test_denoise_calls_the_unet_once_per_step_with_both_halves():
     calls = []
 

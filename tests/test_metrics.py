@@ -194,6 +194,7 @@ def test_diversity_is_zero_for_a_constant_sampler(judge, seen):
     d = M.diversity(one, judge)
     assert d["pixel"] == pytest.approx(0.0, abs=1e-6) and d["feature"] == pytest.approx(0.0, abs=1e-4)
     assert all(v == 1 for v in d["distinct"].values())
+    assert all(v == 0.0 for v in d["entropy"].values())
 
 
 def test_diversity_counts_what_the_caption_leaves_free(judge):
@@ -206,6 +207,10 @@ def test_diversity_counts_what_the_caption_leaves_free(judge):
     d = M.diversity(images, judge, asked={"shape": 0, "size": 1, "position": 4})
     assert set(d["distinct"]) == {"color"}
     assert d["distinct"]["color"] == len(torch.unique(rows["color"]))
+    want = torch.bincount(rows["color"], minlength=6).double() / n          # the judge reads real colours right
+    want = float(-(want[want > 0] * want[want > 0].log()).sum() / math.log(6))
+    assert d["entropy"]["color"] == pytest.approx(want, abs=0.08)
+    assert 0.7 < d["entropy"]["color"] <= 1.0
     assert d["pixel"] > 0.05 and d["feature"] > 1.0
 
 

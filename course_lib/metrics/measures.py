@@ -291,8 +291,12 @@ def diversity(images, judge: Judge | None = None, asked=None, batch_size: int = 
     Returns:
         ``{"pixel": mean pairwise RMS pixel difference (in [-1, 1] units),
         "feature": mean pairwise Euclidean distance of judge features,
-        "distinct": {free attribute: number of distinct values}}``. All ~0 (and
-        1 distinct value) for a constant sampler: mode collapse.
+        "distinct": {free attribute: number of distinct values},
+        "entropy": {free attribute: entropy of the values the judge reads, as a share of
+        the most possible (1: every value of the world equally often, 0: always one)}}``.
+        All ~0 (and 1 distinct value) for a constant sampler: mode collapse. On a caption
+        that names every attribute only jitter is free; on a partial one ("a star") the
+        free attributes' entropy is the diversity a caption leaves open.
     """
     x = _check_images(images)
     if len(x) < 2:
@@ -309,9 +313,21 @@ def diversity(images, judge: Judge | None = None, asked=None, batch_size: int = 
         unknown = sorted(set(row) - set(ATTRIBUTES))
         if unknown:
             raise KeyError(f"diversity: unknown attribute(s) {unknown}")
-        out["distinct"] = {k: int(torch.unique(pred[k]).numel())
-                           for k in ("shape", "color", "size", "position") if k not in fixed}
+        free = [k for k in ("shape", "color", "size", "position") if k not in fixed]
+        out["distinct"] = {k: int(torch.unique(pred[k]).numel()) for k in free}
+        out["entropy"] = {k: _entropy_share(pred[k], NUM_CLASSES[k]) for k in free}
     return out
+
+
+def _entropy_share(codes: torch.Tensor, classes: int) -> float:
+    """Entropy of the codes' histogram over ``log(classes)``: 1 = uniform over every class."""
+    codes = codes.flatten().long()
+    codes = codes[(codes >= 0) & (codes < classes)]         # -1: the judge saw no such object
+    if classes < 2 or not len(codes):
+        return 0.0
+    p = torch.bincount(codes, minlength=classes).double()
+    p = p[p > 0] / p.sum()
+    return float(-(p * p.log()).sum() / math.log(classes))
 
 
 def smoothness(strip, judge: Judge) -> dict[str, float]:

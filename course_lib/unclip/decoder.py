@@ -180,19 +180,21 @@ def load_or_train_decoder(profile=None, *, retrain: bool = False, verbose: bool 
 def decode_embeddings(model: DecoderModel, z: torch.Tensor, captions=None, *, seed: int = 0,
                       noise: torch.Tensor | None = None, steps: int | None = None,
                       guidance: float | None = None, scheduler: str = "ddim",
-                      return_latents: bool = False) -> torch.Tensor:
+                      guidance_rescale: float | None = None, return_latents: bool = False) -> torch.Tensor:
     """Images ``(N, 3, H, W)`` in [-1, 1] for CLIP image embeddings ``z`` ``(N, D)``.
 
     Args:
         captions: the captions beside z_i (None: the null caption, as for variations).
         noise: the starting latent noise ``(N, C, H, W)`` (e.g. from DDIM inversion);
             default: drawn from ``seed``.
-        steps / guidance: default the profile's ``decoder`` section.
+        steps / guidance / guidance_rescale: default the profile's ``decoder`` section
+            (``guidance_rescale``: φ of :func:`course_lib.diffusion.guided`).
     """
     section = profile_of(model.config).decoder
     steps = section.sample_steps if steps is None else steps
     guidance = section.guidance if guidance is None else guidance
-    check_sampling(steps, guidance, model.config)
+    rescale = section.guidance_rescale if guidance_rescale is None else guidance_rescale
+    check_sampling(steps, guidance, model.config, guidance_rescale=rescale)
     device = model.null_z.device
     z = check_embeddings(z, model.embed_dim, "decode_embeddings(z)").to(device).float()
     n = len(z)
@@ -212,7 +214,7 @@ def decode_embeddings(model: DecoderModel, z: torch.Tensor, captions=None, *, se
     patch = int(model.config["patch"])
     x = denoise(model, to_patches(noise.to(device), patch), cond, uncond,
                 scheduler=make_scheduler(scheduler, model.config), steps=steps, guidance=guidance,
-                generator=torch.Generator().manual_seed(int(seed) + 1))
+                guidance_rescale=rescale, generator=torch.Generator().manual_seed(int(seed) + 1))
     latents = from_patches(x, patch)
     images = decode(model, latents)
     return (images, latents) if return_latents else images

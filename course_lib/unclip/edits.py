@@ -65,7 +65,7 @@ def joined_card(prior_card: dict, decoder_card: dict) -> dict:
 @torch.no_grad()
 def sample(model: UnCLIP, captions, *, seed: int = 0, noise: torch.Tensor | None = None,
            prior_guidance: float | None = None, guidance: float | None = None,
-           steps: int | None = None) -> torch.Tensor:
+           steps: int | None = None, guidance_rescale: float | None = None) -> torch.Tensor:
     """Text -> image: z_i ~ prior(caption), then image ~ decoder(z_i, caption).
     Float ``(N, 3, H, W)`` in [-1, 1], the course's convention.
 
@@ -73,13 +73,14 @@ def sample(model: UnCLIP, captions, *, seed: int = 0, noise: torch.Tensor | None
         seed: seeds the prior's noise and the decoder's (the same seed, the same images).
         noise: the decoder's starting noise ``(N, C, H, W)`` instead of drawing it from
             ``seed`` (the prior's noise still comes from ``seed``).
-        prior_guidance / guidance / steps: the prior's guidance, the decoder's guidance and
-            steps (default: the profile's ``prior`` and ``decoder`` sections).
+        prior_guidance / guidance / steps / guidance_rescale: the prior's guidance, the
+            decoder's guidance, steps and guidance rescale (default: the profile's ``prior``
+            and ``decoder`` sections).
     """
     captions = conditioning.check_captions(captions, "unclip.sample(captions)")
     z = sample_prior(model.prior, captions, seed=seed, guidance=prior_guidance)
     return decode_embeddings(model.decoder, z, captions, seed=seed, noise=noise, guidance=guidance,
-                             steps=steps)
+                             steps=steps, guidance_rescale=guidance_rescale)
 
 
 generate = renamed(sample, "unclip.generate")       # the name notebook 07 first used
@@ -87,13 +88,15 @@ generate = renamed(sample, "unclip.generate")       # the name notebook 07 first
 
 @torch.no_grad()
 def sample_no_prior(decoder: DecoderModel, captions, *, seed: int = 0, noise: torch.Tensor | None = None,
-                    guidance: float | None = None, steps: int | None = None) -> torch.Tensor:
+                    guidance: float | None = None, steps: int | None = None,
+                    guidance_rescale: float | None = None) -> torch.Tensor:
     """The paper's "no prior" ablation, a generator of its own: the decoder on the captions'
     *text* embeddings (:func:`~course_lib.unclip.prior.no_prior`). Also how the training
     command grades a decoder alone, and what a shipped decoder's card check reproduces."""
     captions = conditioning.check_captions(captions, "unclip.sample_no_prior(captions)")
     z = no_prior(conditioning.get_text_encoder(decoder), captions)
-    return decode_embeddings(decoder, z, captions, seed=seed, noise=noise, guidance=guidance, steps=steps)
+    return decode_embeddings(decoder, z, captions, seed=seed, noise=noise, guidance=guidance, steps=steps,
+                             guidance_rescale=guidance_rescale)
 
 
 generate_no_prior = renamed(sample_no_prior, "unclip.generate_no_prior")       # notebook 07's first name
@@ -182,16 +185,22 @@ def text_direction(model: UnCLIP | DecoderModel, caption_from: str, caption_to: 
 
 @torch.no_grad()
 def text_diff(model: UnCLIP, image, caption_from: str, caption_to: str, thetas=(0.0, 0.25, 0.5), *,
-              seed: int = 0, noise: torch.Tensor | None = None, guidance: float | None = None):
+              seed: int = 0, noise: torch.Tensor | None = None, guidance: float | None = None,
+              steps: int | None = None, scheduler: str = "ddim"):
     """The paper's text diffs: z_θ = slerp(z_i, d, θ) with d the unit text diff, decoded with
-    one fixed noise (e.g. the image's DDIM inversion). Returns ``(len(thetas), 3, H, W)``."""
+    one fixed noise (e.g. the image's DDIM inversion). Returns ``(len(thetas), 3, H, W)``.
+
+    From inverted noise, decode as the inversion did (``guidance=1.0``, its ``steps``, DDIM):
+    then θ = 0 *is* the inversion's reconstruction, and each θ > 0 changes only what the
+    text diff moves. ``guidance``/``steps`` default to the profile's decoder section."""
     z = embed_images(model, image)[:1]
     d = text_direction(model, caption_from, caption_to).to(z.device)
     thetas = torch.as_tensor(thetas, dtype=torch.float32).flatten()
     zs = torch.cat([slerp(z, d, float(t)) for t in thetas])
     k = len(thetas)
     noise = _same_noise(model.decoder, k, seed) if noise is None else noise.expand(k, -1, -1, -1)
-    return decode_embeddings(model.decoder, F.normalize(zs, dim=-1), None, noise=noise, guidance=guidance)
+    return decode_embeddings(model.decoder, F.normalize(zs, dim=-1), None, noise=noise, guidance=guidance,
+                             steps=steps, scheduler=scheduler)
 
 
 @torch.no_grad()
