@@ -112,11 +112,37 @@ def _device_words(device: torch.device) -> str:
     return f"{torch.get_num_threads()} CPU cores ({platform.machine()})"
 
 
+def sample_options(entry: registry.Trainable, profile: Profile) -> dict:
+    """The sampling settings a generator's reference check records beside its numbers, so a
+    later default (e.g. guidance rescale) cannot move what the check reproduces: today the
+    guidance rescale of the samplers that take one."""
+    import inspect
+
+    sample = entry.resolved().sample
+    if sample is None or "guidance_rescale" not in inspect.signature(sample).parameters:
+        return {}
+    section = profile.decoder if entry.name.startswith("unclip") else profile.diffusion
+    return {"guidance_rescale": float(section.guidance_rescale)}
+
+
+def check_options(entry: registry.Trainable, check: Mapping) -> dict:
+    """The sampling settings to reproduce a stored reference check with: those it recorded; a
+    check written before the course recorded them was sampled without guidance rescale."""
+    if "sample_options" in check:
+        return dict(check["sample_options"])
+    import inspect
+
+    sample = entry.resolved().sample
+    takes = sample is not None and "guidance_rescale" in inspect.signature(sample).parameters
+    return {"guidance_rescale": 0.0} if takes else {}
+
+
 def summarise(entry: registry.Trainable, model, card: Mapping, profile: Profile, *,
-              n: int = EVAL_N, seed: int = 0) -> dict:
+              n: int = EVAL_N, seed: int = 0, options: Mapping | None = None) -> dict:
     """Key numbers of a trained model: its own ``summarise``, or for a generator (one that
     registered ``sample``) judge alignment, Fréchet distance and images/s through
-    ``metrics.evaluate`` on ``n`` prompts; else the numbers its card stores."""
+    ``metrics.evaluate`` on ``n`` prompts, sampled with ``options``; else the numbers its
+    card stores."""
     if entry.summarise is not None:
         return dict(entry.summarise(model, card, profile))
     if entry.sample is not None:
@@ -126,7 +152,8 @@ def summarise(entry: registry.Trainable, model, card: Mapping, profile: Profile,
             clip_model = get_text_encoder(model).clip
         except (RuntimeError, AttributeError):
             clip_model = None
-        report = metrics.evaluate(lambda caps: entry.sample(model, caps, seed=seed),
+        options = dict(options or {})
+        report = metrics.evaluate(lambda caps: entry.sample(model, caps, seed=seed, **options),
                                   profile=profile, n=n, name=entry.name, clip_model=clip_model,
                                   diversity_prompts=0, speed=True)
         row = report[entry.name]
@@ -220,9 +247,10 @@ def reference_check(entry: registry.Trainable, model, profile: Profile, n: int =
     """The small evaluation stored in a reference's card (and reproduced by the tests)."""
     if entry.sample is None:
         return {}
-    numbers = summarise(entry, model, {}, profile, n=n, seed=0)
+    options = sample_options(entry, profile)
+    numbers = summarise(entry, model, {}, profile, n=n, seed=0, options=options)
     numbers.pop("images/s", None)            # a speed depends on the machine, not the weights
-    return {"n": n, "seed": 0, "metrics": numbers}
+    return {"n": n, "seed": 0, "sample_options": options, "metrics": numbers}
 
 
 def _check_total_size(directory: Path) -> float:

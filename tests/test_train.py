@@ -107,7 +107,8 @@ def _reproduce(name, directory, profile, tolerance=5.0):
         model, _ = train._unpack(entry.load_or_train(profile))
         if not check:
             return
-        numbers = train.summarise(entry, model, {}, profile, n=check["n"], seed=check["seed"])
+        numbers = train.summarise(entry, model, {}, profile, n=check["n"], seed=check["seed"],
+                                  options=train.check_options(entry, check))
     for key, expected in check["metrics"].items():
         got = numbers[key]
         tol = tolerance if "%" in key else max(0.05 * abs(expected), 1.0)
