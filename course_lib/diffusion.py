@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoints, conditioning
+from . import checkpoints, conditioning, runtime
 from .profiles import NOTEBOOK_SETTINGS as _NOTEBOOK_SETTINGS
 from .profiles import get_profile, model_sizes, profile_of
 from .runtime import renamed
@@ -468,8 +468,12 @@ def machine_speed(repeats: int = 3) -> float:
 # =============================================================================
 
 
-def check_sampling(steps: int, guidance: float, config: Mapping, *, guidance_rescale: float = 0.0) -> None:
-    """Clear errors for a step count, guidance scale or guidance rescale the model cannot use."""
+def check_sampling(steps: int, guidance: float, config: Mapping, *, guidance_rescale: float = 0.0
+                   ) -> tuple[int, float, float]:
+    """Clear errors for a step count, guidance scale or guidance rescale the model cannot use;
+    returns them as Python numbers (numpy and 0-d torch numbers are accepted as such)."""
+    steps, guidance = runtime.plain_number(steps), runtime.plain_number(guidance)
+    guidance_rescale = runtime.plain_number(guidance_rescale)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps={steps!r}: give a whole number of denoising steps >= 1 "
                          "(e.g. 20 for 'dpm', 50 for 'ddim').")
@@ -485,6 +489,7 @@ def check_sampling(steps: int, guidance: float, config: Mapping, *, guidance_res
             or not 0.0 <= guidance_rescale <= 1.0:
         raise ValueError(f"guidance_rescale={guidance_rescale!r}: the share of the rescaled guided prediction "
                          "must be a number in [0, 1] (0: plain guidance, 0.7: Lin et al.'s choice).")
+    return int(steps), float(guidance), float(guidance_rescale)
 
 
 def guided(cond_pred: torch.Tensor, uncond_pred: torch.Tensor, guidance: float, rescale: float = 0.0
@@ -615,16 +620,17 @@ def sample(model: DiffusionModel, captions, *, seed: int = 0, noise: torch.Tenso
     name = defaults["scheduler"] if scheduler is None else scheduler
     rescale = defaults["guidance_rescale"] if guidance_rescale is None else guidance_rescale
     sched = make_scheduler(name, cfg)
-    check_sampling(steps, guidance, cfg, guidance_rescale=rescale)
+    steps, guidance, rescale = check_sampling(steps, guidance, cfg, guidance_rescale=rescale)
+    runtime.check_seed(seed)
     captions = conditioning.check_captions(captions, "sample(captions)")
     device = model.null_tokens.device
     patch = int(cfg["patch"])
     shape = data_shape(model)
     if noise is None:
-        noise = torch.randn(len(captions), *shape, generator=torch.Generator().manual_seed(int(seed)))
+        noise = torch.randn(len(captions), *shape, generator=runtime.seeded_generator(seed))
     else:
         noise = conditioning.check_noise(noise, (len(captions), *shape), "diffusion.sample(noise)")
-    step_gen = torch.Generator().manual_seed(int(seed) + 1)
+    step_gen = runtime.seeded_generator(seed, offset=1)
     was = model.training
     model.eval()
     outs = []

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoints, conditioning
+from . import checkpoints, conditioning, runtime
 from .conditioning import slerp  # noqa: F401  (gan.slerp, as notebook 03 calls it)
 from .profiles import get_profile, section_with
 from .runtime import renamed, seeded_noise
@@ -546,6 +546,7 @@ def sample(model: TextToImageGAN, captions, *, seed: int = 0, noise: torch.Tenso
         warnings.warn("gan.sample(z=...) is now sample(noise=...), the name every generator uses.",
                       DeprecationWarning, stacklevel=2)
         noise = z if noise is None else noise
+    seed = runtime.check_seed(seed)
     G = model.generator
     device = next(G.parameters()).device
     if embeddings is None:

@@ -98,10 +98,50 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def seeded_generator(seed: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with ``seed``: every sampler draws its noise from one,
-    on the CPU, so the same seed gives the same images on any device."""
-    return torch.Generator().manual_seed(int(seed))
+#: Every seed a sampler accepts: a whole number in [0, SEED_LIMIT). A seed a sampler derives
+#: (``seed + 1`` for a scheduler's own noise) wraps around inside the same range.
+SEED_LIMIT = 2 ** 63
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """The course's one seed check: a Python, numpy or 0-d torch integer in [0, 2**63) -> int.
+
+    Raises:
+        TypeError: not a whole number (a float such as 1.5 would silently become another
+            seed; None; a bool), with the fix.
+        ValueError: a whole number outside [0, 2**63).
+    """
+    import numbers
+
+    value = seed
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() \
+            and value.dtype != torch.bool:
+        value = int(value.item())
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{what}={seed!r}: a seed must be a whole number in [0, 2**63), e.g. {what}=0 "
+                        "(a float or None is not a seed: the same seed must always give the same images).")
+    value = int(value)
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{what}={value}: a seed must lie in [0, 2**63); use e.g. {what}={value % SEED_LIMIT}.")
+    return value
+
+
+def plain_number(value):
+    """A numpy number or a 0-d torch tensor as the Python number it holds (anything else as it
+    is): wherever the course accepts ``steps=8`` or ``guidance=3.0`` it accepts
+    ``np.int64(8)`` and ``torch.tensor(3.0)`` too, checked by the same rules."""
+    import numpy as np
+
+    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.ndim == 0):
+        return value.item()
+    return value
+
+
+def seeded_generator(seed: int, offset: int = 0) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed`` (checked by :func:`check_seed`; ``offset``
+    derives another stream, wrapping inside the same range): every sampler draws its noise from
+    one, on the CPU, so the same seed gives the same images on any device."""
+    return torch.Generator().manual_seed((check_seed(seed) + int(offset)) % SEED_LIMIT)
 
 
 def seeded_noise(*shape: int, seed: int, device=None) -> torch.Tensor:

@@ -70,6 +70,22 @@ def _unpack(result):
                     f"of course_lib.conditioning; it returned {type(result).__name__}.")
 
 
+def _positive_minutes(text: str) -> float:
+    """``--minutes``, checked where it is parsed: a finite number above 0 (NaN and inf are not
+    budgets; they would pass a ``<= 0`` test and fail later, deep in the profile)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes (e.g. --minutes 5)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the time budget must be a finite number of minutes above 0 "
+                                         "(e.g. --minutes 5)")
+    return value
+
+
 def _section_changes(entry: registry.Trainable, profile: Profile, *, steps=None, minutes=None,
                      reference: bool = False) -> dict:
     """The changes to ``entry``'s profile section asked for on the command line."""
@@ -383,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="models to train, or 'all'")
     parser.add_argument("--profile", help="smoke, cpu or gpu (default: COURSE_PROFILE, else detected)")
     parser.add_argument("--steps", type=int, help="step target of the named models")
-    parser.add_argument("--minutes", type=float, help="time budget (minutes) of the named models")
+    parser.add_argument("--minutes", type=_positive_minutes, help="time budget (minutes) of the named models")
     parser.add_argument("--retrain", action="store_true",
                         help="train the named models again even if a checkpoint exists")
     parser.add_argument("--reference", action="store_true",
@@ -406,8 +422,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("name the models to train (or 'all'); models: " + ", ".join(known))
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be at least 1")
-    if args.minutes is not None and args.minutes <= 0:
-        parser.error("--minutes must be above 0")
     try:
         train(args.names, profile=args.profile, steps=args.steps, minutes=args.minutes,
               retrain=args.retrain, reference=args.reference, eval_n=args.eval_n)

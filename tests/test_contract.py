@@ -87,6 +87,39 @@ def test_the_seed_decides_the_images(loaded, name):
 
 
 @pytest.mark.parametrize("name", GENERATORS)
+@pytest.mark.parametrize("seed, error", [(1.5, TypeError), (None, TypeError), (True, TypeError), ("0", TypeError),
+                                         (-1, ValueError), (2 ** 63, ValueError)])
+def test_a_seed_that_is_not_a_whole_number_in_range_is_refused(loaded, name, seed, error):
+    entry, model, _ = loaded[name]
+    with pytest.raises(error, match=r"seed.*\[0, 2\*\*63\)"):
+        entry.sample(model, CAPTIONS, seed=seed)
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_numpy_and_torch_seeds_work_as_python_ones_up_to_the_largest(loaded, name):
+    import numpy as np
+    entry, model, _ = loaded[name]
+    a = entry.sample(model, CAPTIONS, seed=3)
+    assert torch.equal(a, entry.sample(model, CAPTIONS, seed=np.int64(3)))
+    assert torch.equal(a, entry.sample(model, CAPTIONS, seed=torch.tensor(3)))
+    entry.sample(model, CAPTIONS, seed=2 ** 63 - 1)            # a derived seed (seed + 1) wraps inside the range
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_numpy_numbers_are_accepted_where_python_numbers_are(loaded, name):
+    import inspect
+
+    import numpy as np
+    entry, model, _ = loaded[name]
+    takes = inspect.signature(entry.sample).parameters
+    if "steps" not in takes:
+        pytest.skip(f"{name} has no steps or guidance")
+    plain = entry.sample(model, CAPTIONS, seed=0, steps=2, guidance=3.0)
+    assert torch.equal(plain, entry.sample(model, CAPTIONS, seed=0, steps=np.int64(2), guidance=np.float32(3)))
+    assert torch.equal(plain, entry.sample(model, CAPTIONS, seed=0, steps=torch.tensor(2), guidance=torch.tensor(3.0)))
+
+
+@pytest.mark.parametrize("name", GENERATORS)
 def test_noise_of_the_wrong_shape_names_the_right_one(loaded, name):
     entry, model, _ = loaded[name]
     with pytest.raises(conditioning.NoiseShapeError, match=r"noise must have shape \(3, "):
@@ -131,3 +164,10 @@ def test_a_generator_beside_another_clip_is_refused_by_fingerprint(loaded, world
     monkeypatch.setitem(conditioning._ENCODERS, key, other)     # as if the CLIP had been retrained
     with pytest.raises(checkpoints.CheckpointMismatchError, match="fingerprint"):
         entry.load_or_train(world, verbose=False)
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf"), "1"])
+def test_the_vae_refuses_a_temperature_outside_its_range(loaded, bad):
+    entry, model, _ = loaded["vae"]
+    with pytest.raises(ValueError, match=r"temperature=.*finite number >= 0"):
+        entry.sample(model, CAPTIONS, seed=0, temperature=bad)

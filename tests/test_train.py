@@ -13,11 +13,13 @@ def test_unknown_model_is_a_clear_error(capsys):
     assert "Unknown model 'nope'" in err and "gan" in err and "clip" in err
 
 
-def test_bad_numbers_are_refused():
+def test_bad_numbers_are_refused(capsys):
     with pytest.raises(SystemExit):
         train.main(["gan", "--steps", "0"])
-    with pytest.raises(SystemExit):
-        train.main(["gan", "--minutes", "-1"])
+    for bad in ("-1", "0", "nan", "inf", "five"):
+        with pytest.raises(SystemExit):
+            train.main(["gan", "--minutes", bad])
+        assert "--minutes" in capsys.readouterr().err, bad
 
 
 def test_every_entry_has_a_working_section():

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .. import checkpoints, conditioning
+from .. import checkpoints, conditioning, runtime
 from ..diffusion import (
     DiffusionMethod,
     DiffusionModel,
@@ -194,7 +194,8 @@ def decode_embeddings(model: DecoderModel, z: torch.Tensor, captions=None, *, se
     steps = section.sample_steps if steps is None else steps
     guidance = section.guidance if guidance is None else guidance
     rescale = section.guidance_rescale if guidance_rescale is None else guidance_rescale
-    check_sampling(steps, guidance, model.config, guidance_rescale=rescale)
+    steps, guidance, rescale = check_sampling(steps, guidance, model.config, guidance_rescale=rescale)
+    runtime.check_seed(seed)
     device = model.null_z.device
     z = check_embeddings(z, model.embed_dim, "decode_embeddings(z)").to(device).float()
     n = len(z)
@@ -214,7 +215,7 @@ def decode_embeddings(model: DecoderModel, z: torch.Tensor, captions=None, *, se
     patch = int(model.config["patch"])
     x = denoise(model, to_patches(noise.to(device), patch), cond, uncond,
                 scheduler=make_scheduler(scheduler, model.config), steps=steps, guidance=guidance,
-                guidance_rescale=rescale, generator=torch.Generator().manual_seed(int(seed) + 1))
+                guidance_rescale=rescale, generator=runtime.seeded_generator(seed, offset=1))
     latents = from_patches(x, patch)
     images = decode(model, latents)
     return (images, latents) if return_latents else images

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checkpoints, conditioning
+from .. import checkpoints, conditioning, runtime
 from ..profiles import get_profile, model_sizes, profile_of
 from ..training import Method, fit, unwrap
 
@@ -304,14 +304,15 @@ def sample_prior(model, captions, *, seed: int = 0, steps: int | None = None,
     section = profile_of(model.config).prior
     steps = section.sample_steps if steps is None else steps
     guidance = section.guidance if guidance is None else guidance
-    check_sampling(steps, guidance, model.config)
+    steps, guidance, _ = check_sampling(steps, guidance, model.config)
+    runtime.check_seed(seed)
     out = encoder(captions)
     cond = {"pooled": out["pooled"], "tokens": out["tokens"], "mask": out["mask"]}
     uncond = model.null_condition(len(captions)) if guidance != 1.0 else None
-    g = torch.Generator().manual_seed(int(seed))
+    g = runtime.seeded_generator(seed)
     noise = torch.randn(len(captions), model.embed_dim, generator=g).to(out["pooled"].device)
     x0 = denoise(model, noise, cond, uncond, scheduler=make_scheduler(scheduler, model.config),
-                 steps=steps, guidance=guidance, generator=torch.Generator().manual_seed(int(seed) + 1))
+                 steps=steps, guidance=guidance, generator=runtime.seeded_generator(seed, offset=1))
     return F.normalize(model.unstandardise(x0), dim=-1)
 
 

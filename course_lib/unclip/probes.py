@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import runtime
 from ..data import COLORS, caption_for
 from .decoder import decode_embeddings
 from .edits import UnCLIP, embed_images, invert, slerp, text_direction
@@ -41,7 +42,7 @@ def text_diff_report(model: UnCLIP, images: torch.Tensor, attributes: dict, judg
     judge reads the new colour (flipped) while shape, size and position stay (kept)."""
     n = len(images)
     z = embed_images(model, images)
-    g = torch.Generator().manual_seed(int(seed))
+    g = runtime.seeded_generator(seed)
     shift = torch.randint(1, len(COLORS), (n,), generator=g)
     target = (attributes["color"].cpu() + shift) % len(COLORS)
     edited = []

@@ -23,6 +23,7 @@ Explained in notebook 05 (``notebooks/05_clip_vae_and_the_autoencoder.ipynb``).
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 
@@ -42,7 +43,7 @@ from ..conditioning import (
 )
 from ..images import check_images
 from ..profiles import NOTEBOOK_SETTINGS, get_profile
-from ..runtime import seeded_noise
+from ..runtime import check_seed, plain_number, seeded_noise
 from ..training import Method, fit, warmup_cosine  # noqa: F401  (vae.warmup_cosine, as before)
 
 __all__ = ["FUSIONS", "VAE_CHECKPOINT", "UnknownFusionError", "vae_config", "ClipVAE",
@@ -458,6 +459,12 @@ def sample(model: ClipVAE, captions, *, seed: int = 0, temperature: float = 1.0,
         float (N, 3, S, S) in [-1, 1].
     """
     captions = check_captions(captions)
+    seed = check_seed(seed)
+    temperature = plain_number(temperature)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature={temperature!r}: a finite number >= 0 (0: the prior's mean, "
+                         "1: its full spread).")
     device = _device(model)
     text = get_text_encoder(model).pooled(captions).float().to(device)
     if noise is None:
