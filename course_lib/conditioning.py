@@ -44,6 +44,7 @@ from torch import nn
 
 from .images import check_images
 from .profiles import get_profile
+from .text import is_blank
 
 __all__ = ["text_encoder", "clip_fingerprint", "clip_dependency", "attach_text_encoder",
            "get_text_encoder", "finish_samples", "check_captions", "check_noise", "NoiseShapeError",
@@ -142,8 +143,9 @@ def check_captions(captions, what: str = "captions") -> list[str]:
     for i, c in enumerate(captions):
         if not isinstance(c, str):
             raise TypeError(f"{what}: caption {i} is a {type(c).__name__} ({c!r}), not a str.")
-        if not c.strip():
-            raise ValueError(f"{what}: caption {i} is empty. Every image needs a caption.")
+        if is_blank(c):
+            raise ValueError(f"{what}: caption {i} is empty (nothing but spaces or invisible characters: "
+                             f"{c!r}). Every image needs a caption.")
     return captions
 
 

@@ -14,11 +14,20 @@ import open_clip
 import torch
 from torch import nn
 
-__all__ = ["CaptionError", "get_tokenizer", "tokenize", "count_tokens"]
+__all__ = ["CaptionError", "get_tokenizer", "tokenize", "count_tokens", "is_blank"]
 
 
 class CaptionError(ValueError):
     """A caption the text encoder cannot read as asked: empty, or longer than its context."""
+
+
+def is_blank(caption: str) -> bool:
+    """True for a caption with nothing to read: empty, spaces, or only invisible characters
+    (Unicode "format" characters such as a zero-width space or a byte-order mark, which a
+    copy-paste brings along and the tokenizer would embed as if they were text)."""
+    import unicodedata
+
+    return not any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in caption)
 
 
 @functools.lru_cache(maxsize=8)
@@ -101,7 +110,7 @@ def tokenize(captions: str | Sequence[str], context_length: int = 32, *, truncat
     too_long = []
     for i, text in enumerate(captions):
         n = len(tok.encode(text)) if simple else None
-        if not text.strip() or n == 0:
+        if is_blank(text) or n == 0:
             raise CaptionError(f"Caption {i} ({text!r}) is empty or only spaces: the text encoder "
                                "needs at least one word, e.g. 'a red circle'.")
         if simple and n + 2 > context_length:

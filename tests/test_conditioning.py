@@ -49,3 +49,13 @@ def test_finish_samples_clamps_and_checks():
     assert float(y.min()) == -1.0 and float(y.max()) == 1.0
     with pytest.raises(ImageBatchError, match="NaN"):
         conditioning.finish_samples(torch.full((1, 3, 2, 2), float("nan")))
+
+
+
+def test_a_caption_of_invisible_characters_is_empty_for_the_tokenizer_too():
+    from course_lib import text
+    for blank in ("", "   ", "\u200b", "\ufeff\u2060 \u200d"):
+        assert text.is_blank(blank)
+        with pytest.raises(text.CaptionError, match="empty"):
+            text.tokenize([blank], 16)
+    assert not text.is_blank("a red\u200b circle")

@@ -130,6 +130,8 @@ def test_noise_of_the_wrong_shape_names_the_right_one(loaded, name):
 @pytest.mark.parametrize("captions, error, pattern", [
     ([], ValueError, "no captions"),
     (["a red circle", ""], ValueError, "caption 1 is empty"),
+    (["a red circle", "\u200b\u200b"], ValueError, "caption 1 is empty"),      # zero-width spaces only
+    (["\ufeff \u2060"], ValueError, "caption 0 is empty"),
     (["a red circle", 3], TypeError, "caption 1 is a int"),
     ({"a": 1}, TypeError, "list of strings"),
     (["a red circle " * 20], clip.CaptionError, "tokens"),
