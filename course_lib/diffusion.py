@@ -468,6 +468,10 @@ def machine_speed(repeats: int = 3) -> float:
 # =============================================================================
 
 
+#: The largest guidance scale a sampler accepts: far past the useful 1-10, short of nonsense.
+MAX_GUIDANCE = 100.0
+
+
 def check_sampling(steps: int, guidance: float, config: Mapping, *, guidance_rescale: float = 0.0
                    ) -> tuple[int, float, float]:
     """Clear errors for a step count, guidance scale or guidance rescale the model cannot use;
@@ -482,9 +486,10 @@ def check_sampling(steps: int, guidance: float, config: Mapping, *, guidance_res
                          f"{config['train_timesteps']} timesteps: a sampler can visit each at most "
                          f"once. Use steps <= {config['train_timesteps']}.")
     if not isinstance(guidance, (int, float)) or isinstance(guidance, bool) or not math.isfinite(guidance) \
-            or guidance < 0:
-        raise ValueError(f"guidance={guidance!r}: the guidance scale must be a number >= 0 "
-                         "(0: unconditional, 1: conditional without guidance, ~1.5-3: guided).")
+            or not 0 <= guidance <= MAX_GUIDANCE:
+        raise ValueError(f"guidance={guidance!r}: the guidance scale must be a number in [0, {MAX_GUIDANCE:g}] "
+                         "(0: unconditional, 1: conditional without guidance, ~1.5-3: guided; far above 10 "
+                         "every image saturates).")
     if not isinstance(guidance_rescale, (int, float)) or isinstance(guidance_rescale, bool) \
             or not 0.0 <= guidance_rescale <= 1.0:
         raise ValueError(f"guidance_rescale={guidance_rescale!r}: the share of the rescaled guided prediction "
@@ -622,6 +627,7 @@ def sample(model: DiffusionModel, captions, *, seed: int = 0, noise: torch.Tenso
     sched = make_scheduler(name, cfg)
     steps, guidance, rescale = check_sampling(steps, guidance, cfg, guidance_rescale=rescale)
     runtime.check_seed(seed)
+    batch_size = runtime.check_count(batch_size, "batch_size")
     captions = conditioning.check_captions(captions, "sample(captions)")
     device = model.null_tokens.device
     patch = int(cfg["patch"])

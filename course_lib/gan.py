@@ -573,6 +573,7 @@ def interpolate_noise(model: TextToImageGAN, caption: str, n: int = 8, *, seed_a
                       seed_b: int = 1) -> torch.Tensor:
     """One caption, noise moving from seed ``seed_a`` to ``seed_b`` (slerp): ``n`` images."""
     G = model.generator
+    n = runtime.check_count(n, "interpolate_noise(n)", minimum=2)
     za, zb = draw_noise(1, G.noise_dim, seed_a)[0], draw_noise(1, G.noise_dim, seed_b)[0]
     z = slerp(za, zb, torch.linspace(0, 1, n))
     return sample(model, [caption] * n, noise=z)
@@ -581,6 +582,7 @@ def interpolate_noise(model: TextToImageGAN, caption: str, n: int = 8, *, seed_a
 def interpolate_captions(model: TextToImageGAN, caption_a: str, caption_b: str, n: int = 8, *,
                          seed: int = 0) -> torch.Tensor:
     """One noise, the sentence embedding moving from ``caption_a`` to ``caption_b`` (slerp)."""
+    n = runtime.check_count(n, "interpolate_captions(n)", minimum=2)
     enc = conditioning.get_text_encoder(model)
     sa, sb = enc.pooled(conditioning.check_captions([caption_a, caption_b]))
     s = slerp(sa.cpu(), sb.cpu(), torch.linspace(0, 1, n))

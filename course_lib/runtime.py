@@ -137,6 +137,19 @@ def plain_number(value):
     return value
 
 
+def check_count(value, what: str, minimum: int = 1) -> int:
+    """A whole number of things (steps, images, a batch size) of at least ``minimum``, Python,
+    numpy or 0-d torch, as an int; anything else a clear error naming the option and its range."""
+    import numbers
+
+    value = plain_number(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{what}={value!r}: a whole number >= {minimum} is needed.")
+    if value < minimum:
+        raise ValueError(f"{what}={value}: must be at least {minimum}.")
+    return int(value)
+
+
 def seeded_generator(seed: int, offset: int = 0) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with ``seed`` (checked by :func:`check_seed`; ``offset``
     derives another stream, wrapping inside the same range): every sampler draws its noise from

@@ -173,3 +173,29 @@ def test_the_vae_refuses_a_temperature_outside_its_range(loaded, bad):
     entry, model, _ = loaded["vae"]
     with pytest.raises(ValueError, match=r"temperature=.*finite number >= 0"):
         entry.sample(model, CAPTIONS, seed=0, temperature=bad)
+
+
+
+@pytest.mark.parametrize("options, error, pattern", [
+    ({"guidance": 1e6}, ValueError, r"guidance=1000000.0: .*\[0, 100\]"),
+    ({"steps": 0}, ValueError, "steps=0"),
+    ({"steps": -3}, ValueError, "steps=-3"),
+    ({"batch_size": 0}, ValueError, "batch_size=0: must be at least 1"),
+    ({"batch_size": 1.5}, TypeError, "batch_size=1.5"),
+])
+def test_nonsense_diffusion_options_are_refused_before_any_work(loaded, options, error, pattern):
+    entry, model, _ = loaded["diffusion"]
+    with pytest.raises(error, match=pattern):
+        entry.sample(model, CAPTIONS, seed=0, **options)
+
+
+def test_unclip_edits_refuse_counts_below_their_range(loaded):
+    from course_lib import unclip
+    _, model, _ = loaded["unclip"]
+    image = torch.zeros(1, 3, model.decoder.config["image_size"], model.decoder.config["image_size"])
+    with pytest.raises(ValueError, match=r"variations\(n\)=0"):
+        unclip.variations(model, image, n=0)
+    with pytest.raises(ValueError, match=r"interpolate\(n\)=1: must be at least 2"):
+        unclip.interpolate(model, image, image, n=1)
+    with pytest.raises(ValueError, match=r"invert\(steps\)=-2"):
+        unclip.invert(model, image, steps=-2)

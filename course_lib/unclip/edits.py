@@ -8,7 +8,7 @@ from torch import nn
 
 from .. import conditioning
 from ..images import check_images
-from ..runtime import renamed, seeded_noise
+from ..runtime import check_count, renamed, seeded_noise
 from .decoder import DecoderModel, decode_embeddings, load_or_train_decoder
 from .prior import PriorModel, check_embeddings, image_embeddings, load_or_train_prior, no_prior, sample_prior
 
@@ -151,7 +151,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, theta) -> torch.Tensor:
 def variations(model: UnCLIP, images, n: int = 4, *, seed: int = 0, guidance: float | None = None):
     """``n`` decodings of each image's CLIP embedding with fresh noise (no caption):
     ``(N * n, 3, H, W)``, the variations of image i in rows ``i*n .. i*n+n-1``."""
-    z = embed_images(model, images).repeat_interleave(int(n), dim=0)
+    z = embed_images(model, images).repeat_interleave(check_count(n, "variations(n)"), dim=0)
     return decode_embeddings(model.decoder, z, None, seed=seed, guidance=guidance)
 
 
@@ -165,6 +165,7 @@ def _same_noise(decoder: DecoderModel, n: int, seed: int) -> torch.Tensor:
 def interpolate(model: UnCLIP, image_a, image_b, n: int = 8, *, seed: int = 0,
                 noise: torch.Tensor | None = None, guidance: float | None = None):
     """Decode ``slerp(z_a, z_b, θ)`` for ``n`` θ from 0 to 1 with one fixed noise: a strip."""
+    n = check_count(n, "interpolate(n)", minimum=2)
     za, zb = embed_images(model, image_a)[:1], embed_images(model, image_b)[:1]
     z = slerp(za, zb, torch.linspace(0, 1, int(n)))[:, 0]           # (n, D)
     noise = _same_noise(model.decoder, int(n), seed) if noise is None else noise.expand(int(n), -1, -1, -1)
@@ -215,6 +216,9 @@ def invert(model: UnCLIP | DecoderModel, image, *, steps: int = 50, z: torch.Ten
     from ..vae import encode_latents
 
     decoder = model.decoder if isinstance(model, UnCLIP) else model
+    steps = check_count(steps, "invert(steps)")
+    if steps > int(decoder.config["train_timesteps"]):
+        raise ValueError(f"invert(steps={steps}): at most the training schedule's {decoder.config['train_timesteps']} steps.")
     x = as_images(image, int(decoder.config["image_size"]))[:1].to(decoder.null_z.device)
     z = embed_images(decoder, x) if z is None else check_embeddings(z, decoder.embed_dim, "invert(z)")
     cfg = decoder.config
