@@ -48,7 +48,7 @@ from .text import is_blank
 
 __all__ = ["text_encoder", "clip_fingerprint", "clip_dependency", "attach_text_encoder",
            "get_text_encoder", "finish_samples", "check_captions", "check_noise", "NoiseShapeError",
-           "slerp"]
+           "check_embeddings", "EmbeddingError", "slerp"]
 
 _ENCODERS: dict[tuple, object] = {}
 
@@ -147,6 +147,23 @@ def check_captions(captions, what: str = "captions") -> list[str]:
             raise ValueError(f"{what}: caption {i} is empty (nothing but spaces or invisible characters: "
                              f"{c!r}). Every image needs a caption.")
     return captions
+
+
+class EmbeddingError(ValueError):
+    """Embeddings of the wrong size (another CLIP) or not finite."""
+
+
+def check_embeddings(z: torch.Tensor, dim: int, what: str = "embeddings") -> torch.Tensor:
+    """CLIP embeddings ``(N, dim)`` of finite floats, or a clear error naming the shape expected."""
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != dim:
+        got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise EmbeddingError(
+            f"{what}: expected CLIP embeddings of shape (N, {dim}) from the course CLIP this model "
+            f"was trained with, got {got}. Embeddings of another CLIP (another size) cannot be "
+            "used: encode the images or captions with this model's CLIP (course_lib.clip.encode_image).")
+    if not torch.isfinite(z).all():
+        raise EmbeddingError(f"{what} hold NaN or infinite values.")
+    return z
 
 
 class NoiseShapeError(ValueError):

@@ -553,7 +553,8 @@ def sample(model: TextToImageGAN, captions, *, seed: int = 0, noise: torch.Tenso
         captions = conditioning.check_captions(captions, "sample(captions)")
         s = conditioning.get_text_encoder(model).pooled(captions).to(device)
     else:
-        s = embeddings.to(device, torch.float32)
+        dim = conditioning.get_text_encoder(model).embed_dim
+        s = conditioning.check_embeddings(embeddings, dim, "gan.sample(embeddings)").to(device, torch.float32)
     n = len(s)
     if noise is None:
         z = draw_noise(n, G.noise_dim, seed, truncation, device)

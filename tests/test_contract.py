@@ -199,3 +199,13 @@ def test_unclip_edits_refuse_counts_below_their_range(loaded):
         unclip.interpolate(model, image, image, n=1)
     with pytest.raises(ValueError, match=r"invert\(steps\)=-2"):
         unclip.invert(model, image, steps=-2)
+
+
+def test_gan_embeddings_of_another_width_name_the_width(loaded):
+    from course_lib import gan
+    _, model, _ = loaded["gan"]
+    dim = conditioning.get_text_encoder(model).embed_dim
+    with pytest.raises(conditioning.EmbeddingError, match=rf"shape \(N, {dim}\)"):
+        gan.sample(model, None, seed=0, embeddings=torch.zeros(2, dim + 3))
+    with pytest.raises(conditioning.EmbeddingError, match="NaN"):
+        gan.sample(model, None, seed=0, embeddings=torch.full((2, dim), float("nan")))

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import checkpoints, conditioning, runtime
+from ..conditioning import EmbeddingError, check_embeddings  # noqa: F401  (unclip's names, as before)
 from ..profiles import get_profile, model_sizes, profile_of
 from ..training import Method, fit, unwrap
 
@@ -38,22 +39,6 @@ __all__ = ["PRIOR_CHECKPOINT", "MLP_CHECKPOINT", "prior_config", "PriorModel", "
 
 PRIOR_CHECKPOINT = "unclip-prior"
 MLP_CHECKPOINT = "unclip-prior-mlp"
-
-
-class EmbeddingError(ValueError):
-    """Embeddings of the wrong size (another CLIP) or not finite."""
-
-
-def check_embeddings(z: torch.Tensor, dim: int, what: str = "embeddings") -> torch.Tensor:
-    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != dim:
-        got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-        raise EmbeddingError(
-            f"{what}: expected CLIP embeddings of shape (N, {dim}) from the course CLIP this model "
-            f"was trained with, got {got}. Embeddings of another CLIP (another size) cannot be "
-            "used: encode the images or captions with this model's CLIP (course_lib.clip.encode_image).")
-    if not torch.isfinite(z).all():
-        raise EmbeddingError(f"{what} hold NaN or infinite values.")
-    return z
 
 
 # =============================================================================
