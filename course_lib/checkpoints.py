@@ -244,6 +244,11 @@ def read_card(path: str | Path) -> dict:
         raise CheckpointError(f"The card inside {path} is JSON but not an object (it is a "
                               f"{type(card).__name__}): the file was not written by the course, or "
                               "was altered. Delete it and train again.")
+    for key in ("config", "metrics"):
+        if key in card and not isinstance(card[key], dict):
+            raise CheckpointError(f"The card inside {path} has a '{key}' that is not an object (it is a "
+                                  f"{type(card[key]).__name__}): the file was not written by the course, or "
+                                  "was altered. Delete it and train again.")
     return card
 
 

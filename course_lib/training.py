@@ -129,6 +129,10 @@ class StepContext:
         except KeyError:
             raise KeyError(f"optimize({name!r}): the method has optimizers "
                            f"{sorted(self.method.optimizers)}") from None
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            got = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise TypeError(f"{type(self.method).__name__}: optimize({name!r}) needs one number to minimise, got "
+                            f"{got}. Return the loss reduced to a scalar (e.g. loss.mean()).")
         opt.zero_grad(set_to_none=True)
         self.accelerator.backward(loss, retain_graph=retain_graph)
         norm = max_grad_norm if max_grad_norm is not None else self.max_grad_norm

@@ -213,6 +213,15 @@ def test_a_card_that_is_json_but_not_an_object_is_a_clear_error(tmp_path):
         ck.read_card(path)
 
 
+@pytest.mark.parametrize("key", ["config", "metrics"])
+def test_a_card_whose_config_is_not_an_object_is_a_clear_error(tmp_path, key):
+    from safetensors.torch import save_file
+    path = tmp_path / "odd.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={ck.CARD_KEY: json.dumps({key: [1, 2]})})
+    with pytest.raises(ck.CheckpointError, match=f"'{key}' that is not an object"):
+        ck.read_card(path)
+
+
 def test_a_retired_config_key_in_an_old_card_is_no_difference():
     """A card written when a notebook-only knob was still part of the config keeps loading;
     any other difference, or a retired key the model asks for, still counts."""

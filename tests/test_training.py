@@ -252,6 +252,18 @@ def test_empty_data_is_a_clear_error():
         fit(Regression(), [], steps=5, plot=False)
 
 
+class UnreducedLoss(Regression):
+    def training_step(self, batch, ctx):
+        x, y = batch
+        ctx.optimize("net", F.mse_loss(self.models["net"](x), y, reduction="none"))   # forgot .mean()
+        return {"loss": 0.0}
+
+
+def test_a_loss_that_is_not_one_number_names_the_method_and_the_fix():
+    with pytest.raises(TypeError, match=r"UnreducedLoss: optimize\('net'\) needs one number.*loss.mean\(\)"):
+        fit(UnreducedLoss(), toy_data(), steps=2, plot=False)
+
+
 def test_history_round_trip():
     h = History()
     h.log(1, {"loss": 2.0})
