@@ -168,6 +168,19 @@ def test_missing_images_listed_in_one_error(folder):
     assert "gone4.png" in message and "gone6.png" not in message and "2 more" in message
 
 
+def test_a_path_leading_out_of_the_folder_is_refused_with_its_line(folder, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("elsewhere")
+    save(outside / "outside.png")
+    for written in (f"../{outside.name}/outside.png", str(outside / "outside.png")):
+        if not written.startswith("/"):      # relative: a sibling folder of the image folder
+            save(folder.parent / outside.name / "outside.png")
+        write_csv(folder, f"file,caption\nred.png,red\n{written},a cat\n")
+        with pytest.raises(FolderError, match=r"line 3: .* lies outside the folder"):
+            ImageTextFolder(folder)
+    write_csv(folder, f"file,caption\n{folder / 'red.png'},red\n")          # absolute, but inside: fine
+    assert len(ImageTextFolder(folder)) == 1
+
+
 # ---------------------------------------------------------------------------
 # broken images
 # ---------------------------------------------------------------------------

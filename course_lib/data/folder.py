@@ -21,7 +21,8 @@ Captions file
 * Every caption must fit the text encoder (``context_length`` tokens, by default
   the profile's CLIP): an over-long caption is reported at load time, with its line.
 * Without ``captions_file`` the folder's ``captions.csv`` or ``captions.jsonl`` is used.
-* File paths are relative to the folder (absolute paths work too). A file may be
+* File paths are relative to the folder (an absolute path works if it lies inside it; a path
+  that leads out of the folder is an error naming its line). A file may be
   listed several times with different captions: each line is one item.
 
 How images are converted
@@ -341,7 +342,7 @@ class ImageTextFolder(Dataset):
         self.image_size = _check_image_size(image_size)
         self.captions_file = find_captions_file(self.root, captions_file)
         entries = read_captions(self.captions_file)
-        self.files = [self._resolve(file) for file, _, _ in entries]
+        self.files = [self._resolve(file, line) for file, _, line in entries]
         #: The caption of every item, in file order.
         self.captions = [caption for _, caption, _ in entries]
         self.lines = [line for _, _, line in entries]
@@ -351,9 +352,17 @@ class ImageTextFolder(Dataset):
         if verify:
             self._load_all()
 
-    def _resolve(self, file: str) -> Path:
-        path = Path(file)
-        return path if path.is_absolute() else self.root / path
+    def _resolve(self, file: str, line: int) -> Path:
+        """The image's path inside the folder; a path that leads out of it (``../x.png``, an
+        absolute path elsewhere, a link pointing elsewhere) is refused: a shared folder of images is a
+        boundary its captions file must not cross."""
+        path = self.root / file
+        root = self.root.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise FolderError(f"{self.captions_file}, line {line}: {file!r} lies outside the folder {self.root}. "
+                              "Copy the image into the folder and write its path relative to it "
+                              "(e.g. 'images/cat.png').")
+        return path
 
     def _check_token_lengths(self, context_length: int | None) -> None:
         from ..profiles import get_profile
