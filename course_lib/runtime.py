@@ -113,10 +113,7 @@ def check_seed(seed, what: str = "seed") -> int:
     """
     import numbers
 
-    value = seed
-    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() \
-            and value.dtype != torch.bool:
-        value = int(value.item())
+    value = plain_number(seed)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{what}={seed!r}: a seed must be a whole number in [0, 2**63), e.g. {what}=0 "
                         "(a float or None is not a seed: the same seed must always give the same images).")

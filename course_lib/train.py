@@ -132,10 +132,7 @@ def sample_options(entry: registry.Trainable, profile: Profile) -> dict:
     """The sampling settings a generator's reference check records beside its numbers, so a
     later default (e.g. guidance rescale) cannot move what the check reproduces: today the
     guidance rescale of the samplers that take one."""
-    import inspect
-
-    sample = entry.resolved().sample
-    if sample is None or "guidance_rescale" not in inspect.signature(sample).parameters:
+    if not _takes_guidance_rescale(entry):
         return {}
     section = profile.decoder if entry.name.startswith("unclip") else profile.diffusion
     return {"guidance_rescale": float(section.guidance_rescale)}
@@ -146,11 +143,14 @@ def check_options(entry: registry.Trainable, check: Mapping) -> dict:
     check written before the course recorded them was sampled without guidance rescale."""
     if "sample_options" in check:
         return dict(check["sample_options"])
+    return {"guidance_rescale": 0.0} if _takes_guidance_rescale(entry) else {}
+
+
+def _takes_guidance_rescale(entry: registry.Trainable) -> bool:
     import inspect
 
     sample = entry.resolved().sample
-    takes = sample is not None and "guidance_rescale" in inspect.signature(sample).parameters
-    return {"guidance_rescale": 0.0} if takes else {}
+    return sample is not None and "guidance_rescale" in inspect.signature(sample).parameters
 
 
 def summarise(entry: registry.Trainable, model, card: Mapping, profile: Profile, *,
