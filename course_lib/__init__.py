@@ -54,7 +54,8 @@ train          python -m course_lib.train <name>|all: every model
 
 How the course runs sits apart, in ``tooling/`` (no notebook imports it): run_course
 (``make course``: every notebook headless, offline pages, times and self-checks), pages,
-kernel (the ``clip-course`` Jupyter kernel) and the pytest plugin (nbval in that kernel).
+kernel (the ``clip-course`` Jupyter kernel), the pytest plugin (nbval in that kernel) and
+gpu_check (the gpu profile's models trained two steps on any CPU, and their GPU memory).
 
 Imports point down this table's layers (profiles, runtime, images, text at the bottom;
 data, training, checkpoints; clip; metrics; conditioning; the generators; registry and

@@ -341,6 +341,21 @@ def _to_device(batch, device):
     return send_to_device(batch, device)
 
 
+def _batch_len(batch) -> int | None:
+    """The number of examples in a batch (the first dimension of its first tensor)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else None
+    if isinstance(batch, Mapping):
+        batch = list(batch.values())
+    if isinstance(batch, (list, tuple)):
+        for item in batch:
+            n = _batch_len(item)
+            if n:
+                return n
+        return len(batch) or None
+    return None
+
+
 def _cycle(data: Iterable):
     """Yield batches forever, starting a new epoch (a fresh shuffle) when one ends."""
     while True:
@@ -495,6 +510,7 @@ def fit(method: Method, data: Iterable, *, steps: int | None, max_seconds: float
             checkpoints.save_checkpoint(resume_path, tensors, state_card)
         last_save_t, last_save_step, good_on_disk = time.perf_counter(), history.step, True
 
+    batch = None
     try:
         for m in method.models.values():
             m.train()
@@ -542,6 +558,17 @@ def fit(method: Method, data: Iterable, *, steps: int | None, max_seconds: float
             history.stopped_by = history.stopped_by or "steps"
         history.seconds = seconds_before + time.perf_counter() - t0
         save()
+    except torch.OutOfMemoryError as e:
+        size = _batch_len(batch)
+        half = max(1, size // 2) if size else 32
+        smaller = f"batch_size {half}" if size else "a smaller batch_size"
+        raise torch.OutOfMemoryError(
+            f"'{desc}' ran out of {accelerator.device.type.upper()} memory at step {history.step}"
+            + (f" with batches of {size}" if size else "") + f". Fix: set {smaller} in its profile "
+            f"section (e.g. profile.replace(<section>={{'batch_size': {half}}})); "
+            "the README's GPU memory table gives each model's need and the largest batch for a 16 GB "
+            "card. The last checkpoint is kept: training resumes from it."
+            + (f" ({e})" if str(e) else "")) from e
     except KeyboardInterrupt:
         history.seconds = seconds_before + time.perf_counter() - t0
         save()

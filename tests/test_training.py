@@ -419,3 +419,20 @@ def test_steps_none_trains_for_the_time_budget_and_needs_one():
         fit(M(), [torch.randn(4, 2)], steps=None, plot=False)
     h = fit(M(), [torch.randn(4, 2)], steps=None, max_seconds=0.2, plot=False)
     assert h.stopped_by == "time" and h.step > 1
+
+
+class OutOfMemory(Regression):
+    """A step that runs out of GPU memory, as a batch too big for the card does."""
+
+    def training_step(self, batch, ctx):
+        if ctx.step == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().training_step(batch, ctx)
+
+
+def test_running_out_of_memory_names_the_batch_size_to_set(tmp_path):
+    with pytest.raises(torch.OutOfMemoryError, match=r"batches of 32\. Fix: set batch_size 16") as info:
+        fit(OutOfMemory(), toy_data(batch=32), steps=10, resume_path=tmp_path / "r.safetensors",
+            checkpoint_every=2, plot=False, desc="toy")
+    assert "'toy' ran out of" in str(info.value) and "resumes" in str(info.value)
+    assert "Tried to allocate 2.00 GiB" in str(info.value)        # torch's own words are kept
