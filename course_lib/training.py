@@ -218,7 +218,8 @@ def _unwrap(accelerator, model: nn.Module) -> nn.Module:
 
 
 def _resume_state(method: Method, emas: dict, history: History, accelerator,
-                  extra_card: Mapping | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+                  extra_card: Mapping | None = None,
+                  rng: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """The tensors and card of a resume checkpoint (read back by :func:`load_resume_state`)."""
     tensors: dict[str, torch.Tensor] = {}
     card: dict[str, Any] = {"kind": "resume", "step": history.step, "history": history.as_dict(),
@@ -238,8 +239,20 @@ def _resume_state(method: Method, emas: dict, history: History, accelerator,
         for i, p in enumerate(ema.shadow_params):
             tensors[f"ema.{name}.{i}"] = p
     card["ema_steps"] = {name: int(ema.optimization_step) for name, ema in emas.items()}
-    tensors["rng.torch"] = torch.get_rng_state()
+    for key, state in (_rng_states(method) if rng is None else rng).items():
+        tensors[key] = state
     return tensors, card
+
+
+def _rng_states(method: Method) -> dict[str, torch.Tensor]:
+    """The random streams a run draws from: the global torch RNG, and any ``torch.Generator``
+    a method keeps as an attribute (e.g. the judge's augmentation), so a resumed run goes
+    on drawing what the uninterrupted one would."""
+    states = {"rng.torch": torch.get_rng_state()}
+    for name, value in sorted(vars(method).items()):
+        if isinstance(value, torch.Generator):
+            states[f"rng.method.{name}"] = value.get_state()
+    return states
 
 
 def nonfinite(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
@@ -307,6 +320,9 @@ def load_resume_state(path: str | Path, method: Method, emas: dict | None = None
         ema.optimization_step = card.get("ema_steps", {}).get(name, 0)
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"].to(torch.uint8))
+    for name, value in vars(method).items():
+        if isinstance(value, torch.Generator) and f"rng.method.{name}" in tensors:
+            value.set_state(tensors[f"rng.method.{name}"].to(torch.uint8))
     return History.from_dict(card["history"])
 
 
@@ -388,9 +404,13 @@ def _close_bar(bar, stopped_by: str) -> None:
         bar.disp(bar_style="info", check_delay=False)
 
 
+#: Seconds between a run's resumable checkpoints when ``fit`` is not told otherwise.
+CHECKPOINT_EVERY_S = 120.0
+
+
 def fit(method: Method, data: Iterable, *, steps: int | None, max_seconds: float | None = None,
         resume_path: str | Path | None = None, resume: bool = True,
-        checkpoint_every_s: float = 120.0, checkpoint_every: int | None = None,
+        checkpoint_every_s: float | None = None, checkpoint_every: int | None = None,
         log_every: int = 10, max_grad_norm: float | None = None, copy_ema: bool = True,
         plot: bool | float = True, desc: str = "training", seed: int = 0,
         card: Mapping | None = None) -> History:
@@ -408,7 +428,8 @@ def fit(method: Method, data: Iterable, *, steps: int | None, max_seconds: float
             says so).
         resume_path: where resumable state is saved; ``None`` disables checkpoints.
         resume: continue from ``resume_path`` if it exists (otherwise start afresh).
-        checkpoint_every_s / checkpoint_every: save every this many seconds / steps.
+        checkpoint_every_s / checkpoint_every: save every this many seconds (default
+            :data:`CHECKPOINT_EVERY_S`) / steps.
         log_every: record losses every this many steps (the last step is always logged).
         max_grad_norm: clip gradients to this norm in every ``ctx.optimize``.
         copy_ema: at the end, copy EMA weights into the models (what you then sample from).
@@ -433,6 +454,8 @@ def fit(method: Method, data: Iterable, *, steps: int | None, max_seconds: float
     if steps is not None and steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     target = math.inf if steps is None else steps
+    if checkpoint_every_s is None:
+        checkpoint_every_s = CHECKPOINT_EVERY_S
     accelerator = get_accelerator()
     resume_path = Path(resume_path) if resume_path is not None else None
     original_optimizers = dict(method.optimizers)
@@ -448,8 +471,10 @@ def fit(method: Method, data: Iterable, *, steps: int | None, max_seconds: float
             for name, decay in method.ema_decay.items()}
 
     history = History()
+    resumed_rng = None
     if resume and resume_path is not None and resume_path.exists():
         history = load_resume_state(resume_path, method, emas, accelerator)
+        resumed_rng = torch.get_rng_state()      # (a method's own generators are restored already)
         history.resumed_from = history.step
         if history.stopped_by == "time" and history.step < target and steps is not None:
             history.budget_start = history.seconds       # asked again: a fresh time budget
@@ -477,6 +502,14 @@ def fit(method: Method, data: Iterable, *, steps: int | None, max_seconds: float
     t0 = time.perf_counter()
     last_save_t, last_save_step = t0, start_step
     batches = _cycle(data)
+    if resumed_rng is not None and start_step < target:
+        # Continue the uninterrupted run's data order and random stream: the batches already
+        # trained on are drawn and dropped (their draws happen before the saved state is put
+        # back), then the torch RNG is the one saved at that step. On a CPU in one process a
+        # resumed run then takes the steps the uninterrupted one takes.
+        for _ in range(start_step):
+            next(batches)
+        torch.set_rng_state(resumed_rng)
     history.stopped_by = "already done" if start_step >= target else ""
 
     good_on_disk = history.resumed_from is not None     # the file at resume_path is a good state
@@ -495,7 +528,7 @@ def fit(method: Method, data: Iterable, *, steps: int | None, max_seconds: float
             "Fix: lower the learning rate, clip gradients (max_grad_norm=1.0) or "
             "use mixed_precision 'no', then run again (it resumes from that checkpoint).")
 
-    def save():
+    def save(rng: torch.Tensor | None = None):
         nonlocal last_save_t, last_save_step, good_on_disk
         if resume_path is None or (history.step == last_save_step and resume_path.exists()):
             return
@@ -503,14 +536,14 @@ def fit(method: Method, data: Iterable, *, steps: int | None, max_seconds: float
         accelerator.wait_for_everyone()
         if main:
             tensors, state_card = _resume_state(method, emas, history, accelerator,
-                                                {"steps": steps, **(card or {})})
-            bad = nonfinite((k, v) for k, v in tensors.items() if k != "rng.torch")
+                                                {"steps": steps, **(card or {})}, rng)
+            bad = nonfinite((k, v) for k, v in tensors.items() if not k.startswith("rng."))
             if bad:     # never let a diverged state become "the last good checkpoint"
                 diverged(f"non-finite values in {_describe_names(bad)} (found before saving)")
             checkpoints.save_checkpoint(resume_path, tensors, state_card)
         last_save_t, last_save_step, good_on_disk = time.perf_counter(), history.step, True
 
-    batch = None
+    batch = step_rng = None
     try:
         for m in method.models.values():
             m.train()
@@ -525,6 +558,7 @@ def fit(method: Method, data: Iterable, *, steps: int | None, max_seconds: float
             if out_of_time:
                 history.stopped_by = "time"
                 break
+            step_rng = _rng_states(method)            # what a save in this step stores
             batch = _to_device(next(batches), accelerator.device)
             ctx.step = history.step
             with accelerator.autocast():
@@ -542,6 +576,7 @@ def fit(method: Method, data: Iterable, *, steps: int | None, max_seconds: float
             for name, ema in emas.items():
                 ema.step(_unwrap(accelerator, method.models[name]).parameters())
             history.step += 1
+            step_rng = None                            # the step is done: save the RNG as it is now
             if history.step % log_every == 0 or history.step == steps or history.step == 1:
                 history.log(history.step, values)
                 if bar is not None:
@@ -571,7 +606,7 @@ def fit(method: Method, data: Iterable, *, steps: int | None, max_seconds: float
             + (f" ({e})" if str(e) else "")) from e
     except KeyboardInterrupt:
         history.seconds = seconds_before + time.perf_counter() - t0
-        save()
+        save(step_rng)          # the interrupted step is taken again: the RNG from before it
         if resume_path is not None:
             print(f"Interrupted at step {history.step}; state saved to {resume_path}. "
                   "Run the same cell again to continue.")

@@ -17,6 +17,25 @@ TINY_CLIP = {"embed_dim": 16,
              "text_cfg": {"context_length": 24, "vocab_size": clip.VOCAB_SIZE, "width": 32, "heads": 2,
                           "layers": 2}}
 
+#: changes to the smoke profile that make every registered model train in a second or two
+#: (16-pixel images, 64 training images, 2 steps): the contract and interruption tests
+TINY_PROFILE = dict(
+    data={"image_size": 16, "n_train": 64, "n_val": 32, "n_test": 32, "n_heldout": 16, "batch_size": 16},
+    clip={"embed_dim": 16, "vision_width": 16, "vision_layers": 1, "vision_heads": 2, "patch_size": 8,
+          "text_width": 16, "text_layers": 1, "text_heads": 2, "steps": 3, "batch_size": 16,
+          "warmup_steps": 1},
+    gan={"noise_dim": 8, "g_width": 8, "d_width": 8, "n_train": 64, "batch_size": 8, "steps": 2},
+    galip={"noise_dim": 8, "code_channels": 8, "g_width": 8, "d_channels": 8, "n_train": 64,
+           "batch_size": 8, "steps": 2, "probes": 0},
+    vae={"latent_dim": 4, "width": 8, "text_dim": 8, "steps": 2, "batch_size": 16},
+    autoencoder={"block_out_channels": (8, 8), "steps": 2, "batch_size": 16},
+    diffusion={"block_out_channels": (16, 32), "n_train": 64, "batch_size": 8, "steps": 2,
+               "sample_steps": 2, "ema_decay": 0.0},
+    prior={"layers": 1, "heads": 2, "head_dim": 8, "n_train": 64, "batch_size": 8, "steps": 2,
+           "sample_steps": 2, "ema_decay": 0.0},
+    decoder={"steps": 2, "sample_steps": 2},
+)
+
 
 def _seeded(caption: str, salt: int) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(caption.encode()) + 7919 * salt)

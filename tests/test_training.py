@@ -436,3 +436,49 @@ def test_running_out_of_memory_names_the_batch_size_to_set(tmp_path):
             checkpoint_every=2, plot=False, desc="toy")
     assert "'toy' ran out of" in str(info.value) and "resumes" in str(info.value)
     assert "Tried to allocate 2.00 GiB" in str(info.value)        # torch's own words are kept
+
+
+class Noisy(Regression):
+    """A step that draws from the global torch RNG (as diffusion's noise and dropout do)."""
+
+    def training_step(self, batch, ctx):
+        x, y = batch
+        x = x + 0.1 * torch.randn_like(x)
+        loss = F.mse_loss(self.models["net"](x), y)
+        ctx.optimize("net", loss)
+        return {"loss": loss}
+
+
+def test_a_resumed_run_takes_the_steps_of_the_uninterrupted_one(tmp_path):
+    """Data order and RNG continue: the batches already trained on are skipped and the saved
+    torch RNG is put back, so stopping at 13 and resuming ends bit-equal to one straight run
+    (epochs of 8 batches: the stop falls mid-epoch)."""
+    straight = Noisy()
+    fit(straight, toy_data(), steps=30, plot=False, seed=3)
+    path = tmp_path / "run.resume.safetensors"
+    first = Noisy()
+    fit(first, toy_data(), steps=13, resume_path=path, plot=False, seed=3)
+    second = Noisy()
+    fit(second, toy_data(), steps=30, resume_path=path, plot=False, seed=3)
+    for a, b in zip(straight.models["net"].parameters(), second.models["net"].parameters()):
+        assert torch.equal(a, b)
+
+
+def test_an_interrupted_step_is_taken_again_with_its_own_random_draws(tmp_path):
+    class Interrupted(Noisy):
+        def training_step(self, batch, ctx):
+            if ctx.step == 9 and not getattr(self, "done", False):
+                torch.randn(5)                        # draws, then the interrupt
+                self.done = True
+                raise KeyboardInterrupt
+            return super().training_step(batch, ctx)
+
+    straight = Noisy()
+    fit(straight, toy_data(), steps=20, plot=False)
+    path = tmp_path / "run.resume.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        fit(Interrupted(), toy_data(), steps=20, resume_path=path, plot=False)
+    resumed = Noisy()
+    fit(resumed, toy_data(), steps=20, resume_path=path, plot=False)
+    for a, b in zip(straight.models["net"].parameters(), resumed.models["net"].parameters()):
+        assert torch.equal(a, b)
